@@ -1,7 +1,104 @@
-"""`crowdlab personas ...` commands."""
+"""`crowdlab personas ...` commands: sample a spec to Parquet, describe a sampled file.
+
+Printing lives here; sampling and the target-vs-realised comparison are library calls
+(`crowdlab.personas.sample_rows`, `crowdlab.personas.describe`). A bad spec or argument prints
+one clean line naming the field and exits with code 2, before anything is written.
+"""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import pyarrow as pa
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from crowdlab.personas import SpecError, describe, load_spec, read_personas, read_spec_info, write_personas
+from crowdlab.personas.sampler import check_quotas, check_request, sample_rows
 
 app = typer.Typer(help="Sample and inspect persona populations.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("sample")
+def sample_command(
+    spec_path: Path = typer.Argument(..., help="Population spec (YAML)."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of personas."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same table)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output Parquet file."),
+    chunk_size: int = typer.Option(200_000, "--chunk-size", help="Rows sampled per step."),
+) -> None:
+    """Sample N personas from SPEC into a Parquet file (written atomically)."""
+    try:
+        spec = load_spec(spec_path)
+        check_request(n, seed)
+        check_quotas(spec, n)
+        if chunk_size <= 0:
+            raise SpecError("chunk-size", f"must be positive, got {chunk_size}")
+    except SpecError as exc:
+        _fail(str(exc))
+        return
+    steps = math.ceil(n / chunk_size)
+    parts: list[pa.Table] = []
+    with Progress(
+        TextColumn("sampling {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=steps < 2,
+    ) as progress:
+        task = progress.add_task(spec.name, total=n)
+        for start in range(0, n, chunk_size):
+            stop = min(n, start + chunk_size)
+            parts.append(sample_rows(spec, start, stop, seed, n))
+            progress.update(task, advance=stop - start)
+    table = pa.concat_tables(parts)
+    path = write_personas(table, out, spec=spec, seed=seed)
+    console.print(f"wrote {table.num_rows:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False)
+
+
+def _fmt(value: float | None, share: bool) -> str:
+    if value is None:
+        return "-"
+    if share:
+        return f"{value:.2%}"
+    return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+@app.command("describe")
+def describe_command(
+    path: Path = typer.Argument(..., help="Persona Parquet file written by `crowdlab personas sample`."),
+    spec_path: Path = typer.Option(None, "--spec", help="Compare with this spec instead of the one stored in the file."),
+) -> None:
+    """Print each attribute's realised distribution next to its target, with a fit figure."""
+    try:
+        if not path.exists():
+            raise SpecError("path", f"{path} does not exist")
+        spec = load_spec(spec_path) if spec_path is not None else read_spec_info(path).spec
+        if spec is None:
+            raise SpecError("path", f"{path} carries no spec; pass --spec")
+        fit = describe(read_personas(path), spec)
+    except SpecError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"[bold]{fit.spec_name}[/]: {fit.n:,} personas", highlight=False)
+    summary = Table("attribute", "kind", "fit (TVD)", "note", title="fit per attribute")
+    for attr in fit.attributes:
+        summary.add_row(attr.name, attr.kind, "-" if attr.tvd is None else f"{attr.tvd:.4f}", attr.note)
+    console.print(summary)
+    for attr in fit.attributes:
+        detail = Table("value", "target", "realised", title=f"{attr.name} ({attr.kind})")
+        for row in attr.rows:
+            detail.add_row(row.label, _fmt(row.target, row.share), _fmt(row.realised, row.share))
+        console.print(detail)
