@@ -15,10 +15,12 @@ from crowdlab.analysis.reference import (
     paper_comparison,
     paper_reference,
 )
+from crowdlab.analysis.report import summary_markdown, summary_table, write_report
 from crowdlab.analysis.stats import compare_conditions, replicate_ci
 
 __all__ = [
     "RunData", "RunFolderError", "breakdown", "compare_conditions", "convergence", "equilibrium",
     "field_contests", "fidelity", "human_reference", "level_k_points", "level_k_shares", "load",
-    "paper_comparison", "paper_reference", "replicate_ci", "round_metrics",
+    "paper_comparison", "paper_reference", "replicate_ci", "round_metrics", "summary_markdown",
+    "summary_table", "write_report",
 ]
