@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -25,7 +26,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -65,7 +66,7 @@ def sample_command(
             progress.update(task, advance=stop - start)
     table = pa.concat_tables(parts)
     path = write_personas(table, out, spec=spec, seed=seed)
-    console.print(f"wrote {table.num_rows:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False)
+    console.print(f"wrote {table.num_rows:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)
 
 
 def _fmt(value: float | None, share: bool) -> str:

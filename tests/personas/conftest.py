@@ -9,6 +9,6 @@ import pytest
 POPULATIONS = Path(__file__).resolve().parents[2] / "data" / "populations"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def populations() -> Path:
     return POPULATIONS
