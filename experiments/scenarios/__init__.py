@@ -1,0 +1,27 @@
+"""Scenario registry: a scenario config (discriminated by ``kind``) -> a Scenario object.
+
+To add a scenario: write its params model with ``kind: Literal["name"]`` and its class, add the
+params model to ``ScenarioConfig`` and one entry to ``_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Callable, Union
+
+from pydantic import Field
+
+from crowdlab.experiments.scenarios.base import History, Scenario
+from crowdlab.experiments.scenarios.beauty_contest import BeautyContest
+from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
+
+ScenarioConfig = Annotated[Union[BeautyContestParams], Field(discriminator="kind")]
+
+_BUILDERS: dict[str, Callable[..., Scenario]] = {"beauty_contest": BeautyContest}
+
+
+def make_scenario(config: BeautyContestParams) -> Scenario:
+    """The scenario object for one condition's validated parameters."""
+    return _BUILDERS[config.kind](config)
+
+
+__all__ = ["BeautyContest", "BeautyContestParams", "History", "Scenario", "ScenarioConfig", "make_scenario"]

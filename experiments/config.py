@@ -1,0 +1,157 @@
+"""ExperimentConfig: the YAML a user writes, validated with pydantic before any work starts.
+
+Bad input raises ``ConfigError`` naming the field as a dotted path (``scenario.p``,
+``design.factors.scenario.variant``), never a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
+from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.scenarios import ScenarioConfig
+
+FACTOR_ROOTS = ("scenario", "backend", "models", "sampling")
+
+
+class PopulationConfig(BaseModel):
+    """Either a population spec to sample (``spec`` + ``n`` + ``seed``) or a persona Parquet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: str | None = None
+    n: int | None = Field(None, ge=1)
+    seed: int = 0
+    personas: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PopulationConfig":
+        if (self.spec is None) == (self.personas is None):
+            raise ValueError("give exactly one of 'spec' (with 'n') or 'personas'")
+        if self.spec is not None and self.n is None:
+            raise ValueError("'n' is required with 'spec'")
+        return self
+
+
+class ModelShare(BaseModel):
+    """One model of a mixed-model population: its label, backend and share of the agents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    backend: BackendConfig
+    share: float = Field(1.0, gt=0)
+
+
+class SamplingConfig(BaseModel):
+    """Decoding settings shared by every request (LLM backends)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1)
+
+    def settings(self) -> SamplingSettings:
+        return SamplingSettings(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+
+class DesignConfig(BaseModel):
+    """Factors crossed in order (each a dotted path and its levels) and the replicate count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factors: dict[str, list[Any]] = Field(default_factory=dict)
+    replicates: int = Field(1, ge=1)
+
+    @field_validator("factors")
+    @classmethod
+    def _check_factors(cls, factors: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, levels in factors.items():
+            if name.split(".")[0] not in FACTOR_ROOTS:
+                raise ValueError(f"factor {name!r} must start with one of {', '.join(FACTOR_ROOTS)}")
+            if not levels:
+                raise ValueError(f"factor {name!r} has no levels")
+        return factors
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: population, scenario, backend (or mixed models), rounds and design."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: str = Field(description="folder name under runs_root")
+    description: str = ""
+    population: PopulationConfig
+    scenario: ScenarioConfig
+    backend: BackendConfig | None = None
+    models: list[ModelShare] | None = None
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rounds: int = Field(1, ge=1)
+    shard_size: int = Field(10_000, ge=1)
+    seed: int = 0
+    max_concurrent_shards: int = Field(1, ge=1, description="shards of one round run at once")
+    design: DesignConfig = Field(default_factory=DesignConfig)
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("use letters, digits, '_', '-', '.' (it names a folder)")
+        return name
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> "ExperimentConfig":
+        if (self.backend is None) == (self.models is None):
+            raise ValueError("give exactly one of 'backend' or 'models'")
+        if self.models is not None:
+            if not self.models:
+                raise ValueError("'models' is empty")
+            labels = [m.label for m in self.models]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"model labels must be unique, got {labels}")
+        return self
+
+    def model_shares(self) -> list[tuple[str, BackendSettings, float]]:
+        """(label, backend config, share) per model; one entry when ``backend`` is used."""
+        if self.models is not None:
+            return [(m.label, m.backend, m.share) for m in self.models]
+        assert self.backend is not None
+        return [(self.backend.display_label(), self.backend, 1.0)]
+
+
+_TAGS = {"beauty_contest", "behavioral", "dummy"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _TAGS or p.startswith("function-")))]
+    return ".".join(parts) or "config"
+
+
+def validate_config(data: dict[str, Any] | ExperimentConfig, where: str = "") -> ExperimentConfig:
+    """Validate a config dict; ``ConfigError`` names the first bad field (prefixed by ``where``)."""
+    if isinstance(data, ExperimentConfig):
+        return data
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"])
+        raise ConfigError(f"{where}{field}" if where else field, err["msg"]) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("config", f"file not found: {file}")
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{file} does not hold a mapping")
+    return validate_config(data)

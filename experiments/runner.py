@@ -1,0 +1,123 @@
+"""Running a whole experiment from Python: ``run()`` loops over the four step functions.
+
+``prepare_run`` -> for each (condition, replicate), for each round: ``run_shard`` for every
+shard (a thread pool of ``max_concurrent_shards``), then ``settle_round`` -> ``finish_run``.
+The Prefect flow wraps the same steps as tasks; nothing here needs Prefect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from crowdlab.experiments.config import ExperimentConfig
+from crowdlab.experiments.prepare import RunHandle, prepare_run
+from crowdlab.experiments.settle_step import settle_round
+from crowdlab.experiments.shard_step import run_shard
+from crowdlab.experiments.storage import ROUNDS, now_iso, read_manifest, round_part_path, write_manifest
+from crowdlab.parquet_io import write_table_atomic
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: where it is and its headline counts."""
+
+    run_dir: Path
+    run_id: str
+    experiment: str
+    status: str
+    n_decisions: int
+    n_invalid: int
+    wall_s: float
+
+    def rounds(self) -> pa.Table:
+        return pq.read_table(self.run_dir / ROUNDS)
+
+    def decisions(self, columns: list[str] | None = None) -> pa.Table:
+        return ds.dataset(self.run_dir / "decisions", format="parquet").to_table(columns=columns)
+
+
+def finish_run(run_dir: str | Path) -> RunResult:
+    """Combine the rounds parts into rounds.parquet and mark the manifest completed."""
+    path = Path(run_dir)
+    manifest = read_manifest(path)
+    cells = [(c["condition_id"], r) for c in manifest["conditions"] for r in range(manifest["replicates"])]
+    parts = []
+    for cid, rep in cells:
+        for k in range(1, manifest["rounds"] + 1):
+            part = round_part_path(path, cid, rep, k)
+            if not part.is_file():
+                raise RuntimeError(f"cannot finish: round {k} of {cid}/{rep} is not settled")
+            parts.append(pq.read_table(part))
+    rounds = pa.concat_tables(parts)
+    write_table_atomic(rounds, path / ROUNDS)
+    pooled = rounds.filter(pc.equal(rounds["group"], -1))
+    n_decisions = int(pc.sum(pooled["n"]).as_py() or 0)
+    n_invalid = int(pc.sum(pooled["n_invalid"]).as_py() or 0)
+    started = manifest["timings"].get("first_started_at") or manifest["timings"].get("started_at")
+    manifest["timings"].setdefault("first_started_at", started)
+    manifest["timings"]["finished_at"] = now_iso()
+    manifest["counts"] = {"decisions": n_decisions, "invalid": n_invalid, "cells": len(cells),
+                          "round_rows": rounds.num_rows}
+    manifest["status"] = "completed"
+    write_manifest(path, manifest)
+    wall = float(manifest["timings"].get("wall_s", 0.0))
+    return RunResult(path, manifest["run_id"], manifest["experiment"], "completed", n_decisions, n_invalid, wall)
+
+
+def _mark(run_dir: Path, status: str, **timings: Any) -> None:
+    manifest = read_manifest(run_dir)
+    manifest["status"] = status
+    manifest["timings"].update(timings)
+    write_manifest(run_dir, manifest)
+
+
+def execute(handle: RunHandle, progress: Progress | None = None) -> None:
+    """Play every shard and settle every round of a prepared run (skipping finished work)."""
+    total = len(handle.cells) * handle.rounds * handle.n_shards
+    done = 0
+    workers = max(1, min(handle.max_concurrent_shards, handle.n_shards))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
+        for cid, rep in handle.cells:
+            for k in range(1, handle.rounds + 1):
+                if round_part_path(Path(handle.run_dir), cid, rep, k).is_file():
+                    done += handle.n_shards
+                else:
+                    futures = [pool.submit(run_shard, handle.run_dir, cid, rep, k, s) for s in range(handle.n_shards)]
+                    for fut in futures:
+                        fut.result()
+                        done += 1
+                        if progress:
+                            progress(done, total)
+                    settle_round(handle.run_dir, cid, rep, k)
+                if progress:
+                    progress(done, total)
+
+
+def run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,
+        runs_root: str | Path = "data/runs", overwrite: bool = False,
+        progress: Progress | None = None) -> RunResult:
+    """Run (or resume) an experiment end to end; same run id + same config resumes."""
+    started = time.perf_counter()
+    handle = prepare_run(config, run_id=run_id, runs_root=runs_root, overwrite=overwrite)
+    run_dir = Path(handle.run_dir)
+    try:
+        execute(handle, progress)
+    except BaseException as exc:
+        _mark(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    _mark(run_dir, "running", wall_s=round(time.perf_counter() - started, 3))
+    return finish_run(run_dir)

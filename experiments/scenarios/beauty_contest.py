@@ -1,0 +1,162 @@
+"""The p-beauty contest (Nagel 1995; the AgentScope paper's large-scale experiment).
+
+Every agent picks a number in [lo, hi]; the target is ``offset + p * mean`` of its group's valid
+picks; the pick closest to the target wins (ties share). Invalid answers (unparseable or out of
+range) are kept with an error and left out of the average, and their count is reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crowdlab.experiments.backends.base import Message
+from crowdlab.experiments.scenarios import beauty_prompts as prompts
+from crowdlab.experiments.scenarios.answer_parsing import parse_numbers
+from crowdlab.experiments.scenarios.base import History
+from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
+from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
+
+_TIE_TOL = 1e-9
+
+
+class BeautyContest:
+    """Rules, prompts, parsing and settling for one condition's parameters."""
+
+    name = "beauty_contest"
+
+    def __init__(self, params: BeautyContestParams) -> None:
+        self.params = params
+
+    # -- set-up ---------------------------------------------------------------------------
+    def required_persona_columns(self) -> set[str]:
+        return {"description"} if self.params.variant == "P5" else set()
+
+    def n_groups(self) -> int:
+        return self.params.groups
+
+    def assign_groups(self, agent_ids: np.ndarray) -> np.ndarray:
+        """Round-robin on the id: balanced, fixed across rounds and shard-independent (persona
+        rows are sampled independently, so this is a random split)."""
+        return (np.asarray(agent_ids, dtype=np.int64) % self.params.groups).astype(np.int32)
+
+    # -- prompts --------------------------------------------------------------------------
+    def answer_schema(self) -> dict[str, Any]:
+        guess = {"type": "integer" if self.params.integer_only else "number",
+                 "minimum": self.params.lo, "maximum": self.params.hi}
+        props: dict[str, Any] = {}
+        if self.params.reasoning:
+            props["reasoning"] = {"type": "string", "maxLength": self.params.max_reasoning_chars}
+        props["guess"] = guess
+        return {"type": "object", "properties": props, "required": list(props),
+                "additionalProperties": False}
+
+    def answer_regex(self) -> str:
+        digits = r"-?\d{1,6}" if self.params.integer_only else r"-?\d{1,6}(\.\d{1,4})?"
+        guess = r'"guess": ?' + digits
+        if self.params.reasoning:
+            n = self.params.max_reasoning_chars
+            return r'\{"reasoning": ?"[^"\\\n]{0,' + str(n) + r'}", ?' + guess + r"\}"
+        return r"\{" + guess + r"\}"
+
+    def _group_targets(self, public: pa.Table | None, rounds_before: int) -> np.ndarray:
+        """(n_groups, rounds_before) targets of earlier rounds, NaN where missing."""
+        out = np.full((self.params.groups, rounds_before), np.nan)
+        if public is None or rounds_before == 0:
+            return out
+        t = public.filter(pc.greater_equal(public["group"], 0))
+        g = t["group"].to_numpy()
+        r = t["round"].to_numpy() - 1
+        v = t["target"].to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = r < rounds_before
+        out[g[keep], r[keep]] = v[keep]
+        return out
+
+    def render(
+        self, agent_ids: np.ndarray, groups: np.ndarray, personas: pa.Table, history: History,
+        group_sizes: np.ndarray,
+    ) -> list[list[Message]]:
+        p = self.params
+        systems = [prompts.system_prompt(p, int(s), history.total_rounds) for s in group_sizes]
+        prefixes = [prompts.public_history(history.public, g) for g in range(p.groups)]
+        descriptions = personas["description"].to_pylist() if p.variant == "P5" else None
+        targets = self._group_targets(history.public, history.round - 1)[groups]
+        tails = prompts.agent_tails(p, descriptions, history.own_values, targets, history.round,
+                                    history.total_rounds)
+        return prompts.chats(systems, prefixes, groups, tails)
+
+    def context(self, groups: np.ndarray, history: History) -> dict[str, Any]:
+        """Numbers for non-LLM backends: rules plus per-agent last mean/target/own pick."""
+        p = self.params
+        n = groups.shape[0]
+        last_mean = np.full(n, np.nan)
+        last_target = np.full(n, np.nan)
+        if history.public is not None and history.round > 1:
+            t = history.public.filter(pc.and_(pc.equal(history.public["round"], history.round - 1),
+                                              pc.greater_equal(history.public["group"], 0)))
+            means = np.full(p.groups, np.nan)
+            tgts = np.full(p.groups, np.nan)
+            gi = t["group"].to_numpy()
+            means[gi] = t["mean"].to_numpy(zero_copy_only=False).astype(np.float64)
+            tgts[gi] = t["target"].to_numpy(zero_copy_only=False).astype(np.float64)
+            last_mean, last_target = means[groups], tgts[groups]
+        own_last = history.own_values[:, -1] if history.own_values.shape[1] else np.full(n, np.nan)
+        return {"scenario": self.name, "p": p.p, "offset": p.offset, "lo": p.lo, "hi": p.hi,
+                "variant": p.variant, "integer_only": p.integer_only, "round": history.round,
+                "total_rounds": history.total_rounds, "last_mean": last_mean,
+                "last_target": last_target, "own_last": own_last}
+
+    # -- answers --------------------------------------------------------------------------
+    def parse(self, texts: list[str]) -> np.ndarray:
+        return parse_numbers(texts)
+
+    def check(self, values: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        finite = np.isfinite(values)
+        in_range = finite & (values >= self.params.lo) & (values <= self.params.hi)
+        codes = np.where(in_range, 0, np.where(finite, 2, 1))
+        names: list[str | None] = [None, "unparseable", "out_of_range"]
+        return in_range, [names[c] for c in codes.tolist()]
+
+    # -- outcome --------------------------------------------------------------------------
+    def _outcome(self, group: int, ids: np.ndarray, values: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+        v = values[valid]
+        row: dict[str, Any] = {"group": group, "n": int(ids.size), "n_valid": int(v.size),
+                               "n_invalid": int(ids.size - v.size), "mean": None, "median": None,
+                               "std": None, "target": None, "winning_value": None, "n_winners": 0,
+                               "winner_ids": []}
+        if v.size:
+            mean = float(v.mean())
+            target = self.params.offset + self.params.p * mean
+            dist = np.abs(v - target)
+            win = dist <= dist.min() + _TIE_TOL
+            winners = ids[valid][win]
+            row.update(mean=mean, median=float(np.median(v)), std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
+                       target=target, winning_value=float(v[win][0]), n_winners=int(winners.size),
+                       winner_ids=np.sort(winners).tolist())
+        return row
+
+    def settle(self, decisions: pa.Table) -> pa.Table:
+        """One row per group plus ``group`` -1 for everyone. With one group, -1 repeats group 0;
+        with several, -1 has the pooled statistics, no target, and every group's winners."""
+        ids = decisions["agent_id"].to_numpy()
+        groups = decisions["group"].to_numpy()
+        values = decisions["value"].to_numpy(zero_copy_only=False).astype(np.float64)
+        valid = decisions["valid"].to_numpy(zero_copy_only=False).astype(bool)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(self.params.groups + 1))
+        rows = []
+        for g in range(self.params.groups):
+            sl = order[bounds[g]:bounds[g + 1]]
+            rows.append(self._outcome(g, ids[sl], values[sl], valid[sl]))
+        pooled = self._outcome(-1, ids, values, valid)
+        if self.params.groups > 1:
+            pooled.update(target=None, winning_value=None,
+                          n_winners=sum(r["n_winners"] for r in rows),
+                          winner_ids=sorted(i for r in rows for i in r["winner_ids"]))
+        rows.append(pooled)
+        for r in rows:
+            r.update(p=self.params.p, offset=self.params.offset, lo=self.params.lo, hi=self.params.hi)
+        return pa.Table.from_pylist(rows, schema=ROUND_OUTCOME_SCHEMA)

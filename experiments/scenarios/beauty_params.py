@@ -1,0 +1,54 @@
+"""Configuration of the p-beauty contest (guess p x the average), validated with pydantic."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Variant = Literal["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+
+STEP_BY_STEP: frozenset[str] = frozenset({"P2", "P3", "P4", "P5", "P6", "P7"})
+
+
+class BeautyContestParams(BaseModel):
+    """Rules and prompt variant of one beauty contest condition.
+
+    The paper's P7 ("5 + 1/2 of the average") is ``variant: P7, offset: 5, p: 0.5``; P6 (groups)
+    is ``variant: P6, groups: k`` with k >= 2.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["beauty_contest"] = "beauty_contest"
+    p: float = Field(2 / 3, gt=0, description="multiplier of the average")
+    offset: float = Field(0.0, description="added to p x average (paper's P7: 5)")
+    lo: float = 0.0
+    hi: float = 100.0
+    groups: int = Field(1, ge=1, description="agents split into this many independent games")
+    variant: Variant = "P1"
+    mention_classic: bool = Field(False, description="tell agents this is the classic game")
+    max_reasoning_chars: int = Field(400, ge=20, le=4000)
+    integer_only: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "BeautyContestParams":
+        if self.lo >= self.hi:
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        if self.variant == "P6" and self.groups < 2:
+            raise ValueError("variant P6 is the group game: set groups >= 2")
+        if self.variant == "P7" and self.offset == 0:
+            raise ValueError("variant P7 needs an offset (the paper: offset 5, p 0.5)")
+        return self
+
+    @property
+    def reasoning(self) -> bool:
+        return self.variant in STEP_BY_STEP
+
+    def p_text(self) -> str:
+        """``2/3`` for 0.6667, ``51/100`` for 0.51, else the decimal."""
+        frac = Fraction(self.p).limit_denominator(100)
+        if abs(float(frac) - self.p) < 1e-3 and frac.denominator != 1:
+            return f"{frac.numerator}/{frac.denominator}"
+        return f"{self.p:g}"

@@ -1,0 +1,72 @@
+"""The canonical pyarrow schemas of the run folder's tables (see docs/contracts.md).
+
+Factor columns (one string column per design factor, named after the factor) are appended per
+run, so the schemas are built by functions that take the factor names.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+DECISIONS_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("condition_id", pa.string(), nullable=False),
+    pa.field("replicate", pa.int32(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False, metadata={"meaning": "1-based"}),
+    pa.field("shard", pa.int32(), nullable=False),
+    pa.field("agent_id", pa.int64(), nullable=False),
+    pa.field("group", pa.int32(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("text", pa.string(), metadata={"meaning": "raw answer text as returned"}),
+    pa.field("value", pa.float64(), metadata={"meaning": "parsed answer; null when unparseable"}),
+    pa.field("valid", pa.bool_(), nullable=False),
+    pa.field("error", pa.string(), metadata={"meaning": "unparseable, out_of_range or backend error"}),
+    pa.field("input_tokens", pa.int32()),
+    pa.field("output_tokens", pa.int32()),
+    pa.field("latency_s", pa.float64(), metadata={"unit": "seconds"}),
+]
+
+# What a scenario's settle() returns: the outcome part of a rounds row.
+ROUND_OUTCOME_SCHEMA = pa.schema([
+    pa.field("group", pa.int32(), nullable=False, metadata={"meaning": "-1 = all groups"}),
+    pa.field("n", pa.int64()),
+    pa.field("n_valid", pa.int64()),
+    pa.field("n_invalid", pa.int64()),
+    pa.field("mean", pa.float64()),
+    pa.field("median", pa.float64()),
+    pa.field("std", pa.float64(), metadata={"meaning": "sample standard deviation (ddof=1)"}),
+    pa.field("target", pa.float64()),
+    pa.field("winning_value", pa.float64()),
+    pa.field("n_winners", pa.int64()),
+    pa.field("winner_ids", pa.list_(pa.int64())),
+    pa.field("p", pa.float64()),
+    pa.field("offset", pa.float64()),
+    pa.field("lo", pa.float64()),
+    pa.field("hi", pa.float64()),
+])
+
+ROUND_KEY_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("condition_id", pa.string(), nullable=False),
+    pa.field("replicate", pa.int32(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+]
+
+
+def _factor_fields(factor_names: list[str]) -> list[pa.Field]:
+    return [pa.field(name, pa.string()) for name in factor_names]
+
+
+def decisions_schema(factor_names: list[str]) -> pa.Schema:
+    """Decision rows of a run whose design crosses ``factor_names``."""
+    return pa.schema(DECISIONS_FIELDS + _factor_fields(factor_names),
+                     metadata={"crowdlab_schema": f"decisions/{SCHEMA_VERSION}"})
+
+
+def rounds_schema(factor_names: list[str]) -> pa.Schema:
+    """Rounds rows: keys, the scenario outcome, then the factor columns."""
+    return pa.schema(ROUND_KEY_FIELDS + list(ROUND_OUTCOME_SCHEMA) + _factor_fields(factor_names),
+                     metadata={"crowdlab_schema": f"rounds/{SCHEMA_VERSION}"})

@@ -1,0 +1,65 @@
+"""Step 3 of a run: settle one round of one (condition, replicate) from its shard files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crowdlab.experiments.run_context import load_context
+from crowdlab.experiments.schema import rounds_schema
+from crowdlab.experiments.storage import decision_path, round_part_path
+from crowdlab.parquet_io import write_table_atomic
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """The pooled outcome of one settled round (small: a Prefect task result)."""
+
+    condition_id: str
+    replicate: int
+    round: int
+    n: int
+    n_valid: int
+    n_invalid: int
+    mean: float | None
+    target: float | None
+    skipped: bool
+
+
+def _summary(part: pa.Table, condition_id: str, replicate: int, round_: int, skipped: bool) -> RoundSummary:
+    row = part.filter(pc.equal(part["group"], -1)).to_pylist()[0]
+    return RoundSummary(condition_id, replicate, round_, row["n"], row["n_valid"], row["n_invalid"],
+                        row["mean"], row["target"], skipped)
+
+
+def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: int) -> RoundSummary:
+    """Compute the round's outcome from every shard file and write its rounds part once."""
+    ctx = load_context(run_dir)
+    part_path = round_part_path(ctx.run_dir, condition_id, replicate, round)
+    if part_path.is_file():
+        return _summary(pq.read_table(part_path), condition_id, replicate, round, True)
+    paths = [decision_path(ctx.run_dir, condition_id, replicate, round, s) for s in range(ctx.n_shards)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"cannot settle {condition_id}/{replicate}/round {round}: "
+                           f"{len(missing)} shard file(s) missing, e.g. {missing[:3]}")
+    decisions = pa.concat_tables(pq.read_table(p, columns=["agent_id", "group", "value", "valid"]) for p in paths)
+    outcome = ctx.scenario(condition_id).settle(decisions)
+    n = outcome.num_rows
+    cond = ctx.conditions[condition_id]
+    schema = rounds_schema(ctx.factor_names)
+    keys = {
+        "run_id": pa.array([ctx.run_id] * n, pa.string()),
+        "condition_id": pa.array([condition_id] * n, pa.string()),
+        "replicate": pa.array([replicate] * n, pa.int32()),
+        "round": pa.array([round] * n, pa.int32()),
+    }
+    factors = {name: pa.array([cond.factors[name]] * n, pa.string()) for name in ctx.factor_names}
+    arrays = [keys.get(f.name) or factors.get(f.name) or outcome[f.name] for f in schema]
+    part = pa.Table.from_arrays(arrays, schema=schema)
+    write_table_atomic(part, part_path)
+    return _summary(part, condition_id, replicate, round, False)

@@ -1,0 +1,65 @@
+"""Where a run's files live and how its manifest is read and written (docs/contracts.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from crowdlab.parquet_io import write_text_atomic
+
+MANIFEST = "manifest.json"
+PERSONAS = Path("personas") / "personas.parquet"
+ROUNDS = "rounds.parquet"
+
+
+def run_path(runs_root: str | Path, experiment: str, run_id: str) -> Path:
+    return Path(runs_root) / experiment / run_id
+
+
+def decision_path(run_dir: Path, condition_id: str, replicate: int, round_: int, shard: int) -> Path:
+    return (run_dir / "decisions" / f"condition_id={condition_id}" / f"replicate={replicate}"
+            / f"round={round_}" / f"shard-{shard:05d}.parquet")
+
+
+def round_part_path(run_dir: Path, condition_id: str, replicate: int, round_: int) -> Path:
+    return (run_dir / "rounds" / f"condition_id={condition_id}" / f"replicate={replicate}"
+            / f"round={round_}.parquet")
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    write_text_atomic(json.dumps(manifest, indent=2, sort_keys=False), run_dir / MANIFEST)
+
+
+def config_hash(config_json: dict[str, Any]) -> str:
+    """Hash of everything that changes results (concurrency does not)."""
+    data = {k: v for k, v in config_json.items() if k not in ("max_concurrent_shards", "description")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("crowdlab", "numpy", "pyarrow", "pydantic", "scipy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def read_parquet(path: Path, columns: list[str] | None = None):  # -> pa.Table
+    return pq.read_table(path, columns=columns)

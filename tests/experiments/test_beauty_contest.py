@@ -1,0 +1,123 @@
+"""The game's arithmetic against hand-computed cases, schema/regex, prompts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from crowdlab.experiments.scenarios import BeautyContest, BeautyContestParams, History
+
+
+def decisions(values: list[float | None], groups: list[int] | None = None) -> pa.Table:
+    n = len(values)
+    v = np.array([np.nan if x is None else x for x in values])
+    return pa.table({
+        "agent_id": pa.array(np.arange(n, dtype=np.int64)),
+        "group": pa.array(np.array(groups or [0] * n, dtype=np.int32)),
+        "value": pa.array(v, from_pandas=True),
+        "valid": pa.array(np.isfinite(v) & (v >= 0) & (v <= 100)),
+    })
+
+
+def rows(table: pa.Table) -> dict[int, dict]:
+    return {r["group"]: r for r in table.to_pylist()}
+
+
+def test_target_and_single_winner() -> None:
+    game = BeautyContest(BeautyContestParams(p=2 / 3))
+    out = rows(game.settle(decisions([20, 40, 60])))  # mean 40, target 26.67
+    assert out[0]["mean"] == pytest.approx(40)
+    assert out[0]["target"] == pytest.approx(80 / 3)
+    assert out[0]["winning_value"] == 20
+    assert out[0]["winner_ids"] == [0]
+    assert out[-1]["winner_ids"] == [0]  # one group: the pooled row repeats it
+
+
+def test_ties_share_the_win() -> None:
+    game = BeautyContest(BeautyContestParams(p=0.5))
+    out = rows(game.settle(decisions([10, 30, 20, 20])))  # mean 20, target 10
+    # 10 is at distance 0; nothing else ties. Now make a symmetric tie:
+    assert out[0]["winner_ids"] == [0]
+    out = rows(game.settle(decisions([0, 20, 40, 20])))  # mean 20, target 10: 0 and 20 tie
+    assert out[0]["target"] == pytest.approx(10)
+    assert out[0]["n_winners"] == 3
+    assert out[0]["winner_ids"] == [0, 1, 3]
+
+
+def test_offset_variant_five_plus_half() -> None:
+    game = BeautyContest(BeautyContestParams(p=0.5, offset=5, variant="P7"))
+    out = rows(game.settle(decisions([10, 30, 50])))  # mean 30, target 20
+    assert out[0]["target"] == pytest.approx(20)
+    assert out[0]["winning_value"] == 10 or out[0]["winning_value"] == 30
+    assert out[0]["n_winners"] == 2
+
+
+def test_groups_have_their_own_targets() -> None:
+    game = BeautyContest(BeautyContestParams(p=0.5, groups=2))
+    out = rows(game.settle(decisions([10, 90, 30, 70], groups=[0, 1, 0, 1])))
+    assert out[0]["mean"] == pytest.approx(20) and out[0]["target"] == pytest.approx(10)
+    assert out[1]["mean"] == pytest.approx(80) and out[1]["target"] == pytest.approx(40)
+    assert out[0]["winner_ids"] == [0] and out[1]["winner_ids"] == [3]
+    assert out[-1]["mean"] == pytest.approx(50)
+    assert out[-1]["target"] is None
+    assert out[-1]["winner_ids"] == [0, 3]
+
+
+def test_invalid_answers_are_counted_and_left_out_of_the_mean() -> None:
+    game = BeautyContest(BeautyContestParams())
+    out = rows(game.settle(decisions([30, None, 150, 60])))
+    assert out[0]["n"] == 4 and out[0]["n_valid"] == 2 and out[0]["n_invalid"] == 2
+    assert out[0]["mean"] == pytest.approx(45)
+
+
+def test_check_flags_unparseable_and_out_of_range() -> None:
+    game = BeautyContest(BeautyContestParams(lo=0, hi=100))
+    valid, errors = game.check(np.array([50.0, np.nan, 101.0, -1.0, 0.0, 100.0]))
+    assert valid.tolist() == [True, False, False, False, True, True]
+    assert errors == [None, "unparseable", "out_of_range", "out_of_range", None, None]
+
+
+def test_group_assignment_is_balanced_and_id_based() -> None:
+    game = BeautyContest(BeautyContestParams(groups=3, variant="P6"))
+    g = game.assign_groups(np.arange(9))
+    assert np.bincount(g).tolist() == [3, 3, 3]
+    assert game.assign_groups(np.array([7]))[0] == g[7]
+
+
+def test_answer_schema_puts_reasoning_before_guess() -> None:
+    p1 = BeautyContest(BeautyContestParams(variant="P1"))
+    p2 = BeautyContest(BeautyContestParams(variant="P2", max_reasoning_chars=50))
+    assert list(p1.answer_schema()["properties"]) == ["guess"]
+    schema = p2.answer_schema()
+    assert list(schema["properties"]) == ["reasoning", "guess"]
+    assert schema["properties"]["reasoning"]["maxLength"] == 50
+    assert re.fullmatch(p1.answer_regex(), '{"guess": 33.5}')
+    assert re.fullmatch(p2.answer_regex(), json.dumps({"reasoning": "mean 50 so 33", "guess": 33}))
+    assert not re.fullmatch(p2.answer_regex(), json.dumps({"reasoning": "x" * 51, "guess": 33}))
+
+
+def test_prompts_shared_part_first_persona_last() -> None:
+    game = BeautyContest(BeautyContestParams(variant="P5"))
+    personas = pa.table({"agent_id": [0, 1], "description": ["A retired teacher.", "A chef."]})
+    hist = History(round=1, total_rounds=1, public=None, own_values=np.zeros((2, 0)))
+    chats = game.render(np.arange(2), np.zeros(2, np.int32), personas, hist, np.array([2]))
+    assert chats[0][0] == chats[1][0]  # same system message
+    assert chats[0][1]["content"].startswith("About you: A retired teacher.")
+    assert "step by step" in chats[0][0]["content"]
+    plain = BeautyContest(BeautyContestParams(variant="P1")).render(
+        np.arange(2), np.zeros(2, np.int32), personas, hist, np.array([2]))
+    assert "teacher" not in plain[0][1]["content"] and "step by step" not in plain[0][0]["content"]
+
+
+def test_bad_params() -> None:
+    with pytest.raises(ValidationError, match="greater than 0"):
+        BeautyContestParams(p=0)
+    with pytest.raises(ValidationError, match="lo"):
+        BeautyContestParams(lo=100, hi=0)
+    with pytest.raises(ValidationError, match="groups"):
+        BeautyContestParams(variant="P6")
