@@ -16,12 +16,18 @@ from crowdlab.experiments.backends.base import (
 )
 from crowdlab.experiments.backends.behavioral import BehavioralConfig
 from crowdlab.experiments.backends.dummy import DummyConfig
+from crowdlab.experiments.backends.openai_compat import OpenAIBackendConfig
+from crowdlab.experiments.backends.transformers_local import TransformersBackendConfig
+from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig
 from crowdlab.experiments.backends.settings import BackendSettings
 
 BackendConfig = Annotated[
     Union[
         BehavioralConfig,
         DummyConfig,
+        VLLMBackendConfig,
+        OpenAIBackendConfig,
+        TransformersBackendConfig,
     ],
     Field(discriminator="kind"),
 ]
