@@ -4,6 +4,7 @@ Writes a synthetic run folder following docs/contracts.md (level-k-like guesses 
 each round, ~1% invalid answers, 20 shards per round), then times, in a fresh child process so
 the peak RSS is the analysis's own: ``load`` + ``round_metrics`` + ``level_k_shares`` +
 ``breakdown`` by a persona attribute + ``fidelity``. Budget: under 30 s and under 4 GiB.
+Then, as a separate figure, the full HTML report (``write_report``) on the same opened run.
 
     .venv/bin/python bench/analysis.py [--agents 1000000] [--rounds 5] [--keep DIR]
 """
@@ -95,7 +96,13 @@ def summarise(run_dir: Path) -> dict[str, float]:
     fid = analysis.fidelity(metrics)
     seconds = time.perf_counter() - start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is KiB on Linux
-    return {"seconds": seconds, "peak_rss_gib": peak_gib, "rows": int(metrics["n"].sum()),
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        analysis.write_report(run, Path(tmp) / "report.html")
+    report_seconds = time.perf_counter() - start
+    report_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return {"seconds": seconds, "peak_rss_gib": peak_gib, "report_seconds": report_seconds,
+            "report_peak_rss_gib": report_peak_gib, "rows": int(metrics["n"].sum()),
             "metric_rows": len(metrics), "share_rows": len(shares), "breakdown_rows": len(by_edu),
             "fidelity_rows": len(fid)}
 
@@ -121,6 +128,8 @@ def main() -> None:
         result = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"load + summarise: {result['seconds']:.1f} s (budget 30 s), "
           f"peak RSS {result['peak_rss_gib']:.2f} GiB (budget 4 GiB), {result['rows']:,} decisions")
+    print(f"full HTML report afterwards: {result['report_seconds']:.1f} s, "
+          f"peak RSS so far {result['report_peak_rss_gib']:.2f} GiB")
     print(json.dumps(result))
 
 

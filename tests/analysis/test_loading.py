@@ -78,3 +78,12 @@ def test_rounds_read_from_parts_before_consolidation(small_run):
         path.parent.mkdir(parents=True, exist_ok=True)
         part.to_parquet(path, index=False)
     assert len(load(small_run).rounds) == 4
+
+
+def test_runs_with_different_factors_unify(make_run, tmp_path):
+    make_run("run-a", guesses={("c000", 0, 1): [10, 20]}, conditions={"c000": {"p": 0.5, "prompt": "P1"}})
+    make_run("run-b", guesses={("c000", 0, 1): [30]}, conditions={"c000": {"p": 0.5, "ratio": "1/2"}})
+    frame = load(tmp_path).read_decisions(["run_id", "prompt", "ratio"])
+    by_run = frame.astype(object).set_index("run_id")
+    assert by_run.loc["run-b", "prompt"] is None or pd.isna(by_run.loc["run-b", "prompt"])
+    assert by_run.loc["run-b", "ratio"] == "1/2"
