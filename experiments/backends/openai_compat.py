@@ -22,7 +22,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 from pydantic import Field, field_validator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from crowdlab.experiments.backends.settings import BackendSettings
 from crowdlab.experiments.backends.base import Message, RequestBatch, ResponseBatch
@@ -208,9 +208,10 @@ class OpenAIBackend:
         attempt_no = 0
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(
-                initial=self.config.backoff_initial_s, max=self.config.backoff_max_s
-            ),
+            # Exponential backoff plus up to one initial step of jitter, so that a shard's worth of
+            # requests that failed together does not come back together.
+            wait=wait_exponential(multiplier=self.config.backoff_initial_s, max=self.config.backoff_max_s)
+            + wait_random(0, self.config.backoff_initial_s),
             stop=stop_after_attempt(self.config.max_retries + 1),
             reraise=True,
         )

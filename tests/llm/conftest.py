@@ -40,6 +40,16 @@ ANSWER_SCHEMA = {
 
 
 @pytest.fixture(scope="session")
+def answer_schema() -> dict:
+    return ANSWER_SCHEMA
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_options() -> dict:
+    return dict(TINY_ENGINE)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat")
 
