@@ -102,7 +102,8 @@ def _condition_labels(metrics: pd.DataFrame, run: RunData | None) -> pd.DataFram
     cond = metrics.drop_duplicates("condition_id")
     out = pd.DataFrame({"condition_id": cond["condition_id"].astype(str)})
     for want, names in {"model": ("model",), "prompt": ("prompt", "prompt_id", "variant", "instruction")}.items():
-        col = next((n for n in names if n in cond.columns), None)
+        # factor columns are named after the config path, e.g. ``scenario.variant``
+        col = next((c for n in names for c in cond.columns if c == n or c.endswith(f".{n}")), None)
         out[want] = cond[col].astype(str).to_numpy() if col else None
     if out["model"].isna().all() and run is not None:
         models = run.read_decisions(["condition_id", "model"]).drop_duplicates()

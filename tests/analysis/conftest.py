@@ -14,15 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from crowdlab.experiments.schema import decisions_schema
 from crowdlab.parquet_io import write_table_atomic
 
-DECISIONS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("condition_id", pa.string()), ("replicate", pa.int32()),
-    ("round", pa.int32()), ("shard", pa.int32()), ("agent_id", pa.int64()), ("group", pa.int32()),
-    ("model", pa.string()), ("seed", pa.int64()), ("text", pa.string()), ("value", pa.float64()),
-    ("valid", pa.bool_()), ("error", pa.string()), ("input_tokens", pa.int32()),
-    ("output_tokens", pa.int32()), ("latency_s", pa.float64()),
-])
 
 
 def write_run(
@@ -54,9 +48,7 @@ def write_run(
         })
         for f in factor_names:
             frame[f] = str(conditions[cond].get(f, ""))
-        schema = DECISIONS_SCHEMA
-        for f in factor_names:
-            schema = schema.append(pa.field(f, pa.string()))
+        schema = decisions_schema(factor_names)
         for s, part in enumerate(np.array_split(np.arange(n), shards)):
             sub = frame.iloc[part].assign(shard=s)
             path = run_dir / f"decisions/condition_id={cond}/replicate={rep}/round={rnd}/shard-{s}.parquet"
@@ -105,3 +97,22 @@ def small_run(make_run: Callable[..., Path]) -> Path:
     }
     conditions = {"c000": {"p": 2 / 3, "prompt": "P1"}, "c001": {"p": 0.5, "offset": 5.0, "prompt": "P7"}}
     return make_run(guesses=guesses, conditions=conditions, personas=personas, shards=2)
+
+
+@pytest.fixture(scope="session")
+def engine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run of the engine: behavioural backend, 200 agents, 3 rounds, 2 x 2 design, 2 replicates."""
+    from crowdlab.experiments import run
+
+    root = tmp_path_factory.mktemp("engine")
+    n = 200
+    personas = pa.table({"agent_id": np.arange(n, dtype=np.int64),
+                         "education": np.array(["high school", "bachelor's", "doctoral"])[np.arange(n) % 3]})
+    personas_path = write_table_atomic(personas, root / "personas.parquet")
+    config = {
+        "experiment": "analysis", "population": {"personas": str(personas_path)},
+        "scenario": {"kind": "beauty_contest"}, "backend": {"kind": "behavioral"}, "rounds": 3,
+        "shard_size": 100, "seed": 3,
+        "design": {"factors": {"scenario.variant": ["P1", "P2"], "scenario.p": [0.5, 2 / 3]}, "replicates": 2},
+    }
+    return run(config, run_id="r1", runs_root=root / "runs").run_dir

@@ -1,11 +1,10 @@
-"""The analysis notebook executes end to end on a small run, in a kernel running the venv's python."""
+"""The analysis notebook executes end to end on a small engine run, in a kernel running the venv's python."""
 
 import os
 import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -23,18 +22,14 @@ def _text(cell) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_notebook_executes_on_a_small_run(make_run, monkeypatch, tmp_path):
-    rng = np.random.default_rng(1)
-    guesses = {(c, rep, r): list(np.clip(rng.normal(50 * p ** r, 10, 80).round(), 0, 100))
-               for c, p in (("c000", 2 / 3), ("c001", 0.5)) for rep in range(2) for r in (1, 2, 3)}
-    run_dir = make_run(guesses=guesses, conditions={"c000": {"p": 2 / 3}, "c001": {"p": 0.5}})
-    monkeypatch.setenv("CROWDLAB_RUN", str(run_dir))
+def test_notebook_executes_on_an_engine_run(engine_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("CROWDLAB_RUN", str(engine_run))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "\n".join(_text(cell) for cell in nb.cells if cell.cell_type == "code")
     printed = dict(line.split(": ", 1) for line in outputs.splitlines() if line.startswith("kernel "))
     assert printed["kernel prefix"] == sys.prefix  # the venv, not a system python
     assert os.path.abspath(printed["kernel python"]) == os.path.abspath(sys.executable)
-    assert "run-a" in outputs and "nagel1995_pooled" in outputs and "mannwhitney_p" in outputs
+    assert "r1" in outputs and "nagel1995_pooled" in outputs and "mannwhitney_p" in outputs
     images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
     assert len(images) >= 4
