@@ -63,3 +63,21 @@ def test_decisions_depend_only_on_seeds() -> None:
 def test_offset_game_stays_near_its_equilibrium_side() -> None:
     out = ask({"kind": "behavioral"}, {"p": 0.5, "offset": 5.0})
     assert 15 < np.mean(out.values) < 35
+
+
+def test_dummy_answers_from_seeds_and_honours_concurrency_limit() -> None:
+    ids = np.arange(40, dtype=np.int64)
+    seeds = request_seeds(1, 0, 0, 1, ids)
+    limited = make_backend({"kind": "dummy", "latency_s": 0.01, "concurrency": 4, "render_prompts": False})
+    free = make_backend({"kind": "dummy", "latency_s": 0.01, "concurrency": 40, "render_prompts": False})
+    try:
+        a = limited.generate(RequestBatch(agent_ids=ids, seeds=seeds, context={"lo": 0, "hi": 10}))
+        b = free.generate(RequestBatch(agent_ids=ids, seeds=seeds, context={"lo": 0, "hi": 10}))
+    finally:
+        limited.close()
+        free.close()
+    assert a.texts == b.texts and len(a) == 40
+    assert all(0 <= float(t.split(":")[1].rstrip("}")) <= 10 for t in a.texts)
+    # ten waves of four calls: the last call waited for nine earlier waves (a lower bound)
+    assert a.latency_s.max() >= 10 * 0.01 * 0.99
+    assert b.latency_s.min() >= 0.01 * 0.99
