@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -126,7 +126,13 @@ class ExperimentConfig(BaseModel):
         return [(self.backend.display_label(), self.backend, 1.0)]
 
 
-_TAGS = {"beauty_contest", "behavioral", "dummy"}
+def _union_tags(union: Any) -> set[str]:
+    """The ``kind`` values of a discriminated union (pydantic puts them in error locations)."""
+    members = get_args(get_args(union)[0]) or (get_args(union)[0],)
+    return {m.model_fields["kind"].default for m in members}
+
+
+_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
