@@ -152,12 +152,31 @@ def validate_config(data: dict[str, Any] | ExperimentConfig, where: str = "") ->
         raise ConfigError(f"{where}{field}" if where else field, err["msg"]) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML file."""
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Replace fields by dotted name, e.g. ``{"rounds": 2, "population.n": 500}`` (UI/CLI overrides)."""
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(dotted, f"cannot override inside {name!r}: it is not a mapping")
+        node[leaf] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML file, with optional dotted-name overrides."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError("config", f"file not found: {file}")
-    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("config", f"{file} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{file} does not hold a mapping")
-    return validate_config(data)
+    return validate_config(apply_overrides(data, overrides))

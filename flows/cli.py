@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from crowdlab.flows.cli_personas import app as personas_app
+from crowdlab.flows.cli_report import report
+
+DEMO_CONFIG = Path("experiments/configs/demo.yaml")
 
 app = typer.Typer(
     name="crowdlab",
@@ -15,14 +26,131 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(personas_app, name="personas")
+app.command("report")(report)
+# Wide enough for the round table when output is piped (CI logs, `make demo | tee`).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 @app.callback()
-def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs.")) -> None:
+def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library and Prefect logs.")) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect reads its settings from the environment at import: set them before it loads."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    level = "INFO" if verbose else "WARNING"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", level)
+    # The ephemeral server writes its database and memo file under PREFECT_HOME; make sure it exists.
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(value)  # "2" -> 2, "[P1, P2]" -> list
+    return overrides
+
+
+def _print_rounds(run_dir: Path) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rounds = pq.read_table(run_dir / "rounds.parquet")
+    rounds = rounds.filter(pc.equal(rounds["group"], -1)).to_pylist()
+    table = Table(title=f"rounds of {run_dir}")
+    for header in ("cond", "rep", "round", "n", "invalid", "mean", "median", "std", "target", "winner"):
+        table.add_column(header, justify="left" if header == "cond" else "right", no_wrap=True)
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in rounds:
+        table.add_row(r["condition_id"], str(r["replicate"]), str(r["round"]), str(r["n"]), str(r["n_invalid"]),
+                      fmt(r["mean"]), fmt(r["median"]), fmt(r["std"]), fmt(r["target"]), fmt(r["winning_value"]))
+    console.print(table)
+
+
+def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, overrides: dict[str, Any],
+         use_prefect: bool, verbose: bool) -> Path:
+    from crowdlab import experiments
+
+    try:
+        # Validate before starting Prefect so bad input fails in a second with a clean message.
+        experiments.load_config(config, overrides)
+    except experiments.ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+
+    progress = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True)
+    task_id = progress.add_task("shards", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task_id, completed=done, total=total)
+
+    try:
+        with progress:
+            if use_prefect:
+                _quiet_prefect(verbose)
+                from crowdlab.flows import pipeline
+
+                pipeline.add_progress_listener(on_progress)
+                try:
+                    outcome = pipeline.experiment_flow(str(config), run_id=run_id, runs_root=str(runs_root),
+                                                       overwrite=overwrite, overrides=overrides or None)
+                finally:
+                    pipeline.remove_progress_listener(on_progress)
+                run_dir = Path(outcome["run_dir"])
+            else:
+                cfg = experiments.load_config(config, overrides)
+                run_dir = experiments.run(cfg, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
+                                          progress=on_progress).run_dir
+    except experiments.ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    _print_rounds(run_dir)
+    console.print(f"run folder: {run_dir}")
+    return run_dir
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="Experiment config (YAML)."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id; an existing id with the same config resumes."),
+    runs_root: Path = typer.Option(Path("data/runs"), "--runs-root", help="Folder that holds <experiment>/<run_id>/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run id with a different config."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set rounds=2 --set population.n=500."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process."),
+    report_: bool = typer.Option(False, "--report", help="Write the HTML report when the run finishes."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Run (or resume) an experiment and print its round table."""
+    run_dir = _run(config, run_id, runs_root, overwrite, _parse_overrides(set_), prefect, verbose)
+    if report_:
+        from crowdlab.analysis import write_report
+
+        console.print(f"report: {write_report(run_dir)}")
+
+
+@app.command("demo")
+def demo_command(
+    runs_root: Path = typer.Option(Path("data/runs"), "--runs-root", help="Where the demo run goes."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """The main job on its embedded defaults: personas -> 4-round beauty contest (Prefect) -> report."""
+    if not DEMO_CONFIG.is_file():
+        console.print(f"[red]error:[/red] {DEMO_CONFIG} not found: run the demo from the crowdlab checkout")
+        raise typer.Exit(code=2)
+    from crowdlab.analysis import write_report
+
+    run_dir = _run(DEMO_CONFIG, "demo", runs_root, True, {}, True, verbose)
+    console.print(f"report: {write_report(run_dir)}")
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""Prefect flows: the table of contents of a crowdlab job, nothing more.
+
+Every task calls a plain library function (``crowdlab.experiments`` step functions,
+``crowdlab.analysis``); parameters are small (paths, ids, seeds); results live in the run
+folder, not in task returns. Delete Prefect and ``crowdlab.experiments.run`` still does the
+same job in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from crowdlab import experiments
+
+logger = logging.getLogger(__name__)
+
+ProgressListener = Callable[[int, int], None]
+_progress_listeners: list[ProgressListener] = []
+
+
+def add_progress_listener(listener: ProgressListener) -> None:
+    """Let an in-process caller (the CLI's progress bar) hear about finished shards."""
+    _progress_listeners.append(listener)
+
+
+def remove_progress_listener(listener: ProgressListener) -> None:
+    if listener in _progress_listeners:
+        _progress_listeners.remove(listener)
+
+
+def _notify(done: int, total: int) -> None:
+    for listener in list(_progress_listeners):
+        listener(done, total)
+
+
+@task(name="prepare-run", cache_policy=NO_CACHE)
+def prepare_task(config: dict[str, Any], run_id: str | None, runs_root: str, overwrite: bool) -> experiments.RunHandle:
+    return experiments.prepare_run(config, run_id=run_id, runs_root=runs_root, overwrite=overwrite)
+
+
+@task(name="run-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      task_run_name="{condition_id}-rep{replicate}-round{round_}-shard{shard}")
+def shard_task(run_dir: str, condition_id: str, replicate: int, round_: int, shard: int) -> experiments.ShardSummary:
+    return experiments.run_shard(run_dir, condition_id, replicate, round_, shard)
+
+
+@task(name="settle-round", cache_policy=NO_CACHE, task_run_name="{condition_id}-rep{replicate}-round{round_}-settle")
+def settle_task(run_dir: str, condition_id: str, replicate: int, round_: int) -> experiments.RoundSummary:
+    return experiments.settle_round(run_dir, condition_id, replicate, round_)
+
+
+@task(name="finish-run", cache_policy=NO_CACHE)
+def finish_task(run_dir: str) -> experiments.RunResult:
+    return experiments.finish_run(run_dir)
+
+
+def _round_rows(run_dir: str, condition_id: str, replicate: int, round_: int) -> list[dict[str, Any]]:
+    """The settled round's rows (pooled and per group) for a table artifact."""
+    import pyarrow.parquet as pq
+
+    from crowdlab.experiments.storage import round_part_path
+
+    table = pq.read_table(round_part_path(Path(run_dir), condition_id, replicate, round_))
+    keep = ["group", "n", "n_valid", "n_invalid", "mean", "median", "std", "target", "winning_value", "n_winners"]
+    rows = table.select([c for c in keep if c in table.column_names]).to_pylist()
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
+
+
+def _artifact_key(*parts: object) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:120]
+
+
+@flow(name="crowdlab-experiment", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def experiment_flow(config_path: str, run_id: str | None = None, runs_root: str = "data/runs",
+                    overwrite: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) one experiment: population -> rounds (one task per shard) -> summary.
+
+    ``overrides`` replace config fields by dotted name, e.g. ``{"rounds": 2, "population.n": 500}``
+    (what a researcher types into the UI's custom run form).
+    """
+    run_logger = get_run_logger()
+    config = experiments.load_config(config_path, overrides).model_dump(mode="json")
+    handle = prepare_task(config, run_id, runs_root, overwrite)
+    run_logger.info("run %s: %d cells x %d rounds x %d shards in %s", handle.run_id, len(handle.cells),
+                    handle.rounds, handle.n_shards, handle.run_dir)
+    total = len(handle.cells) * handle.rounds * handle.n_shards
+    done = 0
+    progress_id = create_progress_artifact(progress=0.0, key=_artifact_key("progress", handle.experiment),
+                                           description=f"Shards done for run {handle.run_id}")
+    for condition_id, replicate in handle.cells:
+        for round_ in range(1, handle.rounds + 1):
+            futures = shard_task.map(handle.run_dir, condition_id, replicate, round_, range(handle.n_shards))
+            for future in futures:
+                future.result()  # raises if a shard failed after its retries: the round cannot settle
+                done += 1
+                _notify(done, total)
+            summary = settle_task(handle.run_dir, condition_id, replicate, round_)
+            update_progress_artifact(progress_id, progress=100.0 * done / total)
+            create_table_artifact(
+                key=_artifact_key(handle.experiment, condition_id, f"rep{replicate}", f"round{round_}"),
+                table=_round_rows(handle.run_dir, condition_id, replicate, round_),
+                description=(f"Run {handle.run_id}, {condition_id}, replicate {replicate}, round {round_}: "
+                             f"mean {summary.mean}, target {summary.target}, invalid {summary.n_invalid}"),
+            )
+    result = finish_task(handle.run_dir)
+    create_markdown_artifact(key=_artifact_key(handle.experiment, "summary"), markdown=run_summary_markdown(result.run_dir),
+                             description=f"Summary of run {handle.run_id}")
+    return {"run_dir": str(result.run_dir), "run_id": result.run_id, "status": result.status,
+            "decisions": result.n_decisions, "invalid": result.n_invalid}
+
+
+def run_summary_markdown(run_dir: str | Path) -> str:
+    from crowdlab.analysis import summary_markdown
+
+    return summary_markdown(run_dir)
