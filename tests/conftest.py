@@ -38,6 +38,16 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def ephemeral_prefect_env(tmp_path: Path) -> dict[str, str]:
+    """Environment with no API URL: Prefect starts its temporary local server, in a fresh home."""
+    env = prefect_env(tmp_path / "prefect-home")
+    # Leave logging to the CLI's own defaults, so tests see what a user sees.
+    env.pop("PREFECT_LOGGING_LEVEL")
+    env.pop("PREFECT_SERVER_LOGGING_LEVEL")
+    return env
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME.

