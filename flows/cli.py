@@ -153,6 +153,32 @@ def demo_command(
     console.print(f"report: {write_report(run_dir)}")
 
 
+@app.command("ui")
+def ui_command(
+    port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (127.0.0.1)."),
+) -> None:
+    """Start a local Prefect server + UI, register crowdlab's deployments and a worker; Ctrl-C stops all."""
+    import time
+
+    from crowdlab.flows.ui import UIError, local_stack
+
+    if not Path("prefect.yaml").is_file():
+        console.print("[red]error:[/red] prefect.yaml not found: run `crowdlab ui` from the crowdlab checkout")
+        raise typer.Exit(code=2)
+    console.print("starting the Prefect server, registering deployments and a worker ...")
+    try:
+        with local_stack(Path.cwd(), port=port) as url:
+            console.print(f"Prefect UI: [bold]{url}[/bold]  (Deployments -> crowdlab-experiment/experiment -> Run)")
+            console.print(f"logs: data/ui-logs/   API: {url}/api   stop with Ctrl-C")
+            while True:
+                time.sleep(1)
+    except UIError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 def main() -> None:
     app()
 

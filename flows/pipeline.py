@@ -9,7 +9,9 @@ same job in one process.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +85,20 @@ def _artifact_key(*parts: object) -> str:
 
 
 @flow(name="crowdlab-experiment", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
-def experiment_flow(config_path: str, run_id: str | None = None, runs_root: str = "data/runs",
-                    overwrite: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: str | None = None,
+                    runs_root: str = "data/runs", overwrite: bool = False,
+                    overrides: dict[str, Any] | None = None, fresh_seed: bool = False) -> dict[str, Any]:
     """Run (or resume) one experiment: population -> rounds (one task per shard) -> summary.
 
     ``overrides`` replace config fields by dotted name, e.g. ``{"rounds": 2, "population.n": 500}``
-    (what a researcher types into the UI's custom run form).
+    (what a researcher types into the UI's custom run form). ``fresh_seed`` makes the run a new
+    replicate: a new run id and a seed derived from it (what the nightly schedule uses).
     """
     run_logger = get_run_logger()
+    overrides = dict(overrides or {})
+    if fresh_seed:
+        run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ")
+        overrides.setdefault("seed", zlib.crc32(run_id.encode()))
     config = experiments.load_config(config_path, overrides).model_dump(mode="json")
     handle = prepare_task(config, run_id, runs_root, overwrite)
     run_logger.info("run %s: %d cells x %d rounds x %d shards in %s", handle.run_id, len(handle.cells),
@@ -125,3 +133,15 @@ def run_summary_markdown(run_dir: str | Path) -> str:
     from crowdlab.analysis import summary_markdown
 
     return summary_markdown(run_dir)
+
+
+@flow(name="crowdlab-report", log_prints=False)
+def report_flow(run_dir: str, out: str | None = None) -> str:
+    """Write a run's HTML report and attach its summary as a markdown artifact."""
+    from crowdlab.analysis import write_report
+
+    path = write_report(run_dir, out)
+    create_markdown_artifact(key=_artifact_key("report", Path(run_dir).name), markdown=run_summary_markdown(run_dir),
+                             description=f"Report written to {path}")
+    get_run_logger().info("report written to %s", path)
+    return str(path)

@@ -1,0 +1,113 @@
+"""prefect.yaml deployments on a real server, run by a real process worker, as the UI does it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from crowdlab.flows.ui import register, start_worker, stop
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    env = dict(prefect_server, PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2")
+    register(REPO_ROOT, env)
+    logs = tmp_path_factory.mktemp("worker")
+    worker = start_worker(REPO_ROOT, env, logs / "worker.log")
+    try:
+        yield env
+    finally:
+        stop(worker)
+
+
+def api(env: dict[str, str], method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
+
+
+def deployment(env: dict[str, str], name: str) -> dict[str, Any]:
+    response = api(env, "GET", f"/deployments/name/{name}")
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for(env: dict[str, str], flow_run_id: str, timeout_s: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        flow_run = api(env, "GET", f"/flow_runs/{flow_run_id}").json()
+        if flow_run["state_type"] in TERMINAL:
+            return flow_run
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
+
+
+def test_shipped_schedule_is_registered_and_paused(deployed: dict[str, str]) -> None:
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    schedules = api(deployed, "GET", f"/deployments/{dep['id']}/schedules").json()
+    assert len(schedules) == 1
+    assert schedules[0]["active"] is False
+    assert schedules[0]["schedule"]["cron"] == "0 2 * * *"
+    assert deployment(deployed, "crowdlab-report/report")["work_pool_name"] == "crowdlab"
+
+
+def test_custom_run_from_the_api_completes_with_artifacts(deployed: dict[str, str], tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO_ROOT / "experiments/configs/demo.yaml").read_text())
+    config["population"]["spec"] = str(REPO_ROOT / config["population"]["spec"])
+    config_path = tmp_path / "demo.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    # What the UI's "Custom run" form posts: parameters, including dotted-name overrides.
+    response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"config_path": str(config_path), "run_id": "ui", "runs_root": str(runs),
+                       "overrides": {"rounds": 2, "population.n": 300}},
+    })
+    response.raise_for_status()
+    flow_run = wait_for(deployed, response.json()["id"])
+    assert flow_run["state_type"] == "COMPLETED", flow_run["state"]
+
+    run_dir = runs / "demo" / "ui"
+    assert ds.dataset(run_dir / "decisions", format="parquet").count_rows() == 2 * 300
+    artifacts = api(deployed, "POST", "/artifacts/filter",
+                    {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}).json()
+    assert sorted(a["type"] for a in artifacts).count("table") == 2
+    assert any(a["type"] == "markdown" for a in artifacts)
+
+    report = deployment(deployed, "crowdlab-report/report")
+    response = api(deployed, "POST", f"/deployments/{report['id']}/create_flow_run",
+                   {"parameters": {"run_dir": str(run_dir)}})
+    response.raise_for_status()
+    assert wait_for(deployed, response.json()["id"])["state_type"] == "COMPLETED"
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64" in html
+
+
+def test_parameters_that_fail_validation_are_refused(deployed: dict[str, str]) -> None:
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run",
+                   {"parameters": {"config_path": "experiments/configs/demo.yaml", "overwrite": "sometimes"}})
+    assert response.status_code in (409, 422)
+    assert "overwrite" in response.text
+
+
+def test_a_bad_config_fails_the_flow_run_with_a_clear_message(deployed: dict[str, str], tmp_path: Path) -> None:
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"config_path": "experiments/configs/demo.yaml", "runs_root": str(tmp_path),
+                       "overrides": {"scenario.p": -1}},
+    })
+    response.raise_for_status()
+    flow_run = wait_for(deployed, response.json()["id"])
+    assert flow_run["state_type"] == "FAILED"
+    assert "scenario.p" in flow_run["state"]["message"]
+    assert not any(tmp_path.iterdir())
