@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
+from crowdlab.experiments.dispatch import DispatchConfig, LocalDispatch
 from crowdlab.experiments.errors import ConfigError
 from crowdlab.experiments.scenarios import ScenarioConfig
 
@@ -97,6 +98,7 @@ class ExperimentConfig(BaseModel):
     shard_size: int = Field(10_000, ge=1)
     seed: int = 0
     max_concurrent_shards: int = Field(1, ge=1, description="shards of one round run at once")
+    dispatch: DispatchConfig = Field(default_factory=LocalDispatch, description="local threads or Ray actors")
     design: DesignConfig = Field(default_factory=DesignConfig)
 
     @field_validator("experiment")
@@ -132,7 +134,7 @@ def _union_tags(union: Any) -> set[str]:
     return {m.model_fields["kind"].default for m in members}
 
 
-_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig)
+_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -140,6 +140,7 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
         manifest["attempts"] = int(manifest.get("attempts", 1)) + 1
         manifest["status"] = "running"
         manifest["config"]["max_concurrent_shards"] = config.max_concurrent_shards
+        manifest["config"]["dispatch"] = config.dispatch.model_dump(mode="json")
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
         personas = load_population(config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,8 +21,10 @@ import pyarrow.parquet as pq
 
 from crowdlab.experiments.config import ExperimentConfig
 from crowdlab.experiments.prepare import RunHandle, prepare_run
+from crowdlab.experiments.run_context import load_context
 from crowdlab.experiments.settle_step import settle_round
 from crowdlab.experiments.shard_step import run_shard
+from crowdlab.experiments.throughput import summarise
 from crowdlab.experiments.storage import ROUNDS, now_iso, read_manifest, round_part_path, write_manifest
 from crowdlab.parquet_io import write_table_atomic
 
@@ -42,6 +44,7 @@ class RunResult:
     n_decisions: int
     n_invalid: int
     wall_s: float
+    throughput: dict[str, Any] = field(default_factory=dict)  # per model, as in the manifest
 
     def rounds(self) -> pa.Table:
         return pq.read_table(self.run_dir / ROUNDS)
@@ -72,10 +75,16 @@ def finish_run(run_dir: str | Path) -> RunResult:
     manifest["timings"]["finished_at"] = now_iso()
     manifest["counts"] = {"decisions": n_decisions, "invalid": n_invalid, "cells": len(cells),
                           "round_rows": rounds.num_rows}
+    wall = float(manifest["timings"].get("wall_s", 0.0))
+    manifest["throughput"] = summarise(path, wall or None)
     manifest["status"] = "completed"
     write_manifest(path, manifest)
-    wall = float(manifest["timings"].get("wall_s", 0.0))
-    return RunResult(path, manifest["run_id"], manifest["experiment"], "completed", n_decisions, n_invalid, wall)
+    for label, t in manifest["throughput"].items():
+        log.info("model %s: %d decisions, %d failures, %s decisions/s over %d engine(s), %s per engine",
+                 label, t["decisions"], t["failures"], t["decisions_per_s"], t["engines"],
+                 t["decisions_per_s_per_engine"])
+    return RunResult(path, manifest["run_id"], manifest["experiment"], "completed", n_decisions, n_invalid, wall,
+                     manifest["throughput"])
 
 
 def _mark(run_dir: Path, status: str, **timings: Any) -> None:
@@ -86,7 +95,17 @@ def _mark(run_dir: Path, status: str, **timings: Any) -> None:
 
 
 def execute(handle: RunHandle, progress: Progress | None = None) -> None:
-    """Play every shard and settle every round of a prepared run (skipping finished work)."""
+    """Play every shard and settle every round of a prepared run (skipping finished work).
+
+    ``dispatch: {kind: ray}`` hands the shards to engine actors on a Ray cluster instead of
+    this process's thread pool; either way only this process writes the run folder.
+    """
+    dispatch = load_context(handle.run_dir).config.dispatch
+    if dispatch.kind == "ray":
+        from crowdlab.experiments.dispatch.ray_executor import execute_on_ray  # imports Ray
+
+        execute_on_ray(handle, dispatch, progress)
+        return
     total = len(handle.cells) * handle.rounds * handle.n_shards
     done = 0
     workers = max(1, min(handle.max_concurrent_shards, handle.n_shards))

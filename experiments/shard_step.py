@@ -1,16 +1,29 @@
 """Step 2 of a run: one shard of agents plays one round of one (condition, replicate).
 
-It reads the settled history from disk (earlier rounds' outcome parts and this shard's own
-earlier decisions), asks each model's backend for its agents' answers, parses and checks them,
-and writes one decisions file atomically. An existing file means the shard is done: skip.
+Three separable parts, so that the compute can run far from the run folder (a Ray actor holding
+a warm engine) while only the driver touches the disk:
+
+* ``shard_inputs`` reads what the shard needs from the run folder (its persona rows, earlier
+  rounds' settled outcome, its own earlier answers);
+* ``compute_shard`` asks each model's backend for its agents' answers, parses and checks them
+  and returns the decision rows as an Arrow table plus small per-model stats (no disk access);
+* ``write_shard`` writes the table atomically, the stats in the file's key-value metadata (so
+  the manifest's throughput figures can be rebuilt from the files by whoever finishes the run).
+
+``run_shard`` chains the three. An existing file means the shard is done: skip.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +40,8 @@ from crowdlab.parquet_io import write_table_atomic
 
 log = logging.getLogger(__name__)
 
+STATS_KEY = b"crowdlab_shard_stats"  # decision files' key-value metadata: per-model shard stats
+
 
 @dataclass(frozen=True)
 class ShardSummary:
@@ -42,6 +57,37 @@ class ShardSummary:
     skipped: bool
     seconds: float
     backend_seconds: float
+
+
+@dataclass
+class ShardInputs:
+    """What one shard-round reads from the run folder (small: shipped to a remote worker)."""
+
+    condition_id: str
+    replicate: int
+    round: int
+    shard: int
+    personas: pa.Table  # the shard's persona rows, in agent order
+    history: History
+
+
+@dataclass
+class ShardOutput:
+    """Decision rows computed for (some models of) one shard-round, not yet written.
+
+    ``rows`` are the positions of the table's rows within the shard (all of them unless only
+    some models were asked); ``stats`` is per model label: decisions, tokens, backend seconds,
+    failures, retries, prefix-cache tokens and the engine that did the work.
+    """
+
+    condition_id: str
+    replicate: int
+    round: int
+    shard: int
+    table: pa.Table
+    rows: np.ndarray
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backend_seconds: float = 0.0
 
 
 def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int, shard: int) -> History:
@@ -93,29 +139,54 @@ def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarra
     return out
 
 
-def run_shard(run_dir: str | Path, condition_id: str, replicate: int, round: int, shard: int) -> ShardSummary:
-    """Play one round for one shard and write its decisions file (skip if it exists)."""
-    started = time.perf_counter()
-    ctx = load_context(run_dir)
+def _check_keys(ctx: RunContext, condition_id: str, round_: int) -> None:
     if condition_id not in ctx.conditions:
         raise ValueError(f"unknown condition {condition_id!r}")
-    if not 1 <= round <= ctx.config.rounds:
-        raise ValueError(f"round {round} out of range 1..{ctx.config.rounds}")
-    path = decision_path(ctx.run_dir, condition_id, replicate, round, shard)
-    lo, hi = ctx.shard_bounds(shard)
-    if path.is_file():
-        return ShardSummary(condition_id, replicate, round, shard, hi - lo, -1, -1, True,
-                            time.perf_counter() - started, 0.0)
+    if not 1 <= round_ <= ctx.config.rounds:
+        raise ValueError(f"round {round_} out of range 1..{ctx.config.rounds}")
 
+
+def shard_inputs(ctx: RunContext, condition_id: str, replicate: int, round: int, shard: int) -> ShardInputs:
+    """Read what one shard-round needs from the run folder (the driver's side)."""
+    _check_keys(ctx, condition_id, round)
+    lo, hi = ctx.shard_bounds(shard)
+    history = load_history(ctx, condition_id, replicate, round, shard)
+    return ShardInputs(condition_id, replicate, round, shard, ctx.personas.slice(lo, hi - lo), history)
+
+
+def local_engine_name() -> str:
+    """Which engine did the work, for the per-engine throughput figures (host:pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _model_stats(out: ResponseBatch, seconds: float, engine: str) -> dict[str, Any]:
+    prompt = float(out.stats.get("prompt_tokens", out.input_tokens.sum()))
+    hit = out.stats.get("prefix_cache_hit_rate")
+    return {
+        "decisions": len(out), "input_tokens": int(out.input_tokens.sum()),
+        "output_tokens": int(out.output_tokens.sum()), "backend_s": seconds,
+        "failures": sum(e is not None for e in out.errors), "retries": float(out.stats.get("retries", 0.0)),
+        "prompt_tokens": prompt, "cached_tokens": None if hit is None else float(hit) * prompt,
+        "engine": engine,
+    }
+
+
+def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | None = None,
+                  engine: str | None = None) -> ShardOutput:
+    """The decision rows of one shard-round (only the agents of ``models`` when given); no disk."""
+    condition_id, replicate, round_, shard = inputs.condition_id, inputs.replicate, inputs.round, inputs.shard
+    _check_keys(ctx, condition_id, round_)
+    engine = engine or local_engine_name()
     cond = ctx.conditions[condition_id]
     scenario = ctx.scenario(condition_id)
-    personas = ctx.personas.slice(lo, hi - lo)
+    lo, hi = ctx.shard_bounds(shard)
+    personas, history = inputs.personas, inputs.history
     ids = personas["agent_id"].to_numpy().astype(np.int64)
     groups = scenario.assign_groups(ids)
-    seeds = request_seeds(ctx.config.seed, cond.index, replicate, round, ids)
-    history = load_history(ctx, condition_id, replicate, round, shard)
-    models, model_index = ctx.models(condition_id)
+    seeds = request_seeds(ctx.config.seed, cond.index, replicate, round_, ids)
+    all_models, model_index = ctx.models(condition_id)
     model_index = model_index[lo:hi]
+    wanted = range(len(all_models)) if models is None else models
 
     n = hi - lo
     texts = np.empty(n, dtype=object)
@@ -125,13 +196,17 @@ def run_shard(run_dir: str | Path, condition_id: str, replicate: int, round: int
     out_tok = np.zeros(n, np.int64)
     latency = np.zeros(n)
     backend_s = 0.0
-    for m, (label, backend_config) in enumerate(models):
+    stats: dict[str, dict[str, Any]] = {}
+    for m in wanted:
+        label, backend_config = all_models[m]
         mask = model_index == m
         if not mask.any():
             continue
         t0 = time.perf_counter()
         out = _ask(ctx, scenario, condition_id, mask, ids, groups, seeds, personas, history, backend_config)
-        backend_s += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        backend_s += seconds
+        stats[label] = _model_stats(out, seconds, engine)
         texts[mask] = out.texts
         backend_err[mask] = out.errors
         values[mask] = out.values if out.values is not None else scenario.parse(list(out.texts))
@@ -141,14 +216,14 @@ def run_shard(run_dir: str | Path, condition_id: str, replicate: int, round: int
     values[failed] = np.nan
     valid, errors = scenario.check(values)
     errors_arr = np.where(failed, backend_err, np.array(errors, dtype=object))
-    labels = np.array([label for label, _ in models], dtype=object)[model_index]
+    labels = np.array([label for label, _ in all_models], dtype=object)[model_index]
 
     schema = decisions_schema(ctx.factor_names)
     columns = {
         "run_id": pa.array([ctx.run_id] * n, pa.string()),
         "condition_id": pa.array([condition_id] * n, pa.string()),
         "replicate": pa.array(np.full(n, replicate, np.int32)),
-        "round": pa.array(np.full(n, round, np.int32)),
+        "round": pa.array(np.full(n, round_, np.int32)),
         "shard": pa.array(np.full(n, shard, np.int32)),
         "agent_id": pa.array(ids),
         "group": pa.array(groups.astype(np.int32)),
@@ -165,7 +240,60 @@ def run_shard(run_dir: str | Path, condition_id: str, replicate: int, round: int
     for name in ctx.factor_names:
         columns[name] = pa.array([cond.factors[name]] * n, pa.string())
     table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
-    write_table_atomic(table, path)
-    n_valid = int(valid.sum())
-    return ShardSummary(condition_id, replicate, round, shard, n, n_valid, n - n_valid, False,
-                        time.perf_counter() - started, backend_s)
+    rows = np.arange(n, dtype=np.int64)
+    if models is not None:
+        rows = np.flatnonzero(np.isin(model_index, list(wanted)))
+        table = table.take(pa.array(rows))
+    return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s)
+
+
+def merge_outputs(parts: Sequence[ShardOutput]) -> ShardOutput:
+    """One shard's output from per-model parts (mixed-model pools), rows back in agent order."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    rows = np.concatenate([p.rows for p in parts])
+    order = np.argsort(rows, kind="stable")
+    table = pa.concat_tables([p.table for p in parts]).take(pa.array(order))
+    stats = {label: s for p in parts for label, s in p.stats.items()}
+    return ShardOutput(first.condition_id, first.replicate, first.round, first.shard, table, rows[order],
+                       stats, sum(p.backend_seconds for p in parts))
+
+
+def write_shard(ctx: RunContext, output: ShardOutput, started: float | None = None) -> ShardSummary:
+    """Write a complete shard's decisions atomically (the driver's side); stats go in metadata."""
+    lo, hi = ctx.shard_bounds(output.shard)
+    n_expected = hi - lo
+    if output.table.num_rows != n_expected:
+        raise RuntimeError(f"shard {output.shard} of {output.condition_id}/{output.replicate}/round "
+                           f"{output.round} has {output.table.num_rows} rows, expected {n_expected}")
+    path = decision_path(ctx.run_dir, output.condition_id, output.replicate, output.round, output.shard)
+    meta = dict(output.table.schema.metadata or {})
+    meta[STATS_KEY] = json.dumps({"models": output.stats}).encode()
+    write_table_atomic(output.table.replace_schema_metadata(meta), path)
+    n = output.table.num_rows
+    n_valid = int(pc.sum(output.table["valid"]).as_py() or 0)
+    seconds = time.perf_counter() - started if started is not None else output.backend_seconds
+    return ShardSummary(output.condition_id, output.replicate, output.round, output.shard, n, n_valid,
+                        n - n_valid, False, seconds, output.backend_seconds)
+
+
+def read_shard_stats(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Per-model stats stored in a decision file's metadata ({} for files written without them)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(STATS_KEY)
+    return json.loads(raw)["models"] if raw else {}
+
+
+def run_shard(run_dir: str | Path, condition_id: str, replicate: int, round: int, shard: int) -> ShardSummary:
+    """Play one round for one shard and write its decisions file (skip if it exists)."""
+    started = time.perf_counter()
+    ctx = load_context(run_dir)
+    _check_keys(ctx, condition_id, round)
+    path = decision_path(ctx.run_dir, condition_id, replicate, round, shard)
+    lo, hi = ctx.shard_bounds(shard)
+    if path.is_file():
+        return ShardSummary(condition_id, replicate, round, shard, hi - lo, -1, -1, True,
+                            time.perf_counter() - started, 0.0)
+    output = compute_shard(ctx, shard_inputs(ctx, condition_id, replicate, round, shard))
+    return write_shard(ctx, output, started)

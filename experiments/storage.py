@@ -42,8 +42,8 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def config_hash(config_json: dict[str, Any]) -> str:
-    """Hash of everything that changes results (concurrency does not)."""
-    data = {k: v for k, v in config_json.items() if k not in ("max_concurrent_shards", "description")}
+    """Hash of everything that changes results (concurrency and dispatch do not)."""
+    data = {k: v for k, v in config_json.items() if k not in ("max_concurrent_shards", "description", "dispatch")}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

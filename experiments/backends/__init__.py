@@ -17,6 +17,7 @@ from crowdlab.experiments.backends.base import (
 from crowdlab.experiments.backends.behavioral import BehavioralConfig
 from crowdlab.experiments.backends.dummy import DummyConfig
 from crowdlab.experiments.backends.openai_compat import OpenAIBackendConfig
+from crowdlab.experiments.backends.simulated_gpu import SimulatedGPUConfig
 from crowdlab.experiments.backends.transformers_local import TransformersBackendConfig
 from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig
 from crowdlab.experiments.backends.settings import BackendSettings
@@ -28,6 +29,7 @@ BackendConfig = Annotated[
         VLLMBackendConfig,
         OpenAIBackendConfig,
         TransformersBackendConfig,
+        SimulatedGPUConfig,
     ],
     Field(discriminator="kind"),
 ]
@@ -47,5 +49,5 @@ def make_backend(config: dict | BackendSettings) -> Backend:
 
 __all__ = [
     "Backend", "BackendConfig", "BackendSettings", "BehavioralConfig", "DummyConfig", "Message",
-    "RequestBatch", "ResponseBatch", "SamplingSettings", "backend_config", "make_backend",
+    "RequestBatch", "ResponseBatch", "SamplingSettings", "SimulatedGPUConfig", "backend_config", "make_backend",
 ]

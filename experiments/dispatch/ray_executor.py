@@ -1,0 +1,297 @@
+"""Running a prepared run's shards on Ray actors that hold warm engines.
+
+One pool of actors per distinct backend (model), each actor one engine on its own GPU(s),
+started once per run. The driver (this process) reads each shard's inputs, queues per-model
+work items, keeps ``in_flight_per_engine`` of them on every actor (a dynamic queue: a slow
+engine simply takes fewer items), merges a shard's per-model parts, writes the decisions file
+and settles rounds, so atomic writes, resume and the round barrier stay where they are locally.
+Every (condition, replicate) cell advances on its own, so the fleet keeps working on other cells
+while one waits at its round barrier.
+
+An actor that dies (process or node) loses only its in-flight items: they go back to the front
+of the queue for another engine (or the restarted one, ``max_restarts``), and the manifest's
+``dispatch`` section counts deaths and reassignments. Decisions depend only on seeds, so the
+rows equal those of an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+from crowdlab.experiments.dispatch.actor import EngineWorker, run_spec
+from crowdlab.experiments.dispatch.cluster import connect, plan
+from crowdlab.experiments.dispatch.config import RayDispatch
+from crowdlab.experiments.prepare import RunHandle
+from crowdlab.experiments.run_context import RunContext, load_context
+from crowdlab.experiments.settle_step import settle_round
+from crowdlab.experiments.shard_step import ShardOutput, merge_outputs, shard_inputs, write_shard
+from crowdlab.experiments.storage import decision_path, read_manifest, round_part_path, write_manifest
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "crowdlab"
+Cell = tuple[str, int]
+
+
+@dataclass
+class _Task:
+    """One model pool's part of one shard-round."""
+
+    cell: Cell
+    round: int
+    shard: int
+    pool: int
+    models: list[int]
+    inputs: Any  # ObjectRef of the ShardInputs, shared by the shard's pools
+    attempts: int = 0
+    epoch: int = 0  # the engine's death count when submitted (tells new deaths from old news)
+
+
+@dataclass
+class _Engine:
+    name: str
+    handle: Any
+    inflight: dict[Any, _Task] = field(default_factory=dict)
+    epoch: int = 0
+    alive: bool = True
+
+
+@dataclass
+class _Pool:
+    label: str
+    backend: dict[str, Any]
+    engines: list[_Engine] = field(default_factory=list)
+    queue: deque[_Task] = field(default_factory=deque)
+
+    def live(self) -> list[_Engine]:
+        return [e for e in self.engines if e.alive]
+
+
+def _pools(ctx: RunContext) -> tuple[list[_Pool], dict[tuple[str, int], int]]:
+    """One pool per distinct backend config, and (condition, model index) -> pool index."""
+    keys: dict[str, int] = {}
+    pools: list[_Pool] = []
+    where: dict[tuple[str, int], int] = {}
+    for cid in ctx.conditions:
+        models, _ = ctx.models(cid)
+        for m, (label, cfg) in enumerate(models):
+            dump = cfg.model_dump(mode="json")
+            key = json.dumps(dump, sort_keys=True)
+            if key not in keys:
+                keys[key] = len(pools)
+                pools.append(_Pool(label, dump))
+            elif label not in pools[keys[key]].label.split("+"):
+                pools[keys[key]].label += f"+{label}"
+            where[(cid, m)] = keys[key]
+    return pools, where
+
+
+class RayExecutor:
+    """Plays every unfinished shard of a prepared run on the Ray fleet; see the module doc."""
+
+    def __init__(self, handle: RunHandle, dispatch: RayDispatch,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.handle = handle
+        self.dispatch = dispatch
+        self.progress = progress
+        self.ctx = load_context(handle.run_dir)
+        self.pools, self.pool_of = _pools(self.ctx)
+        self.total = len(handle.cells) * handle.rounds * handle.n_shards
+        self.done = 0
+        self.record: dict[str, Any] = {"kind": "ray", "address": dispatch.address, "actor_deaths": 0,
+                                       "shards_reassigned": 0, "engines_lost": 0, "items_computed": 0}
+        # cell -> (round being played, shard -> {pool: part or None})
+        self.active: dict[Cell, tuple[int, dict[int, dict[int, ShardOutput | None]]]] = {}
+        self.waiting: deque[Cell] = deque(handle.cells)
+
+    # --- setup and teardown -----------------------------------------------------------------
+    def _start_engines(self) -> None:
+        import ray
+
+        layout = plan(self.dispatch, len(self.pools))
+        agent_ids = self.ctx.personas.select(["agent_id"])
+        # kept on self: a restarting actor re-reads its constructor arguments from the store
+        self._spec = spec = ray.put(run_spec(str(self.ctx.run_dir), self.ctx.run_id,
+                                self.ctx.config.model_dump(mode="json"), agent_ids))
+        worker = ray.remote(EngineWorker)
+        tag = uuid.uuid4().hex[:6]
+        for p, pool in enumerate(self.pools):
+            for i in range(layout.engines_per_pool):
+                name = f"{self.ctx.run_id}/{pool.label}/{i}/{tag}"
+                actor = worker.options(
+                    name=name, namespace=NAMESPACE, num_gpus=self.dispatch.gpus_per_engine,
+                    num_cpus=self.dispatch.num_cpus_per_engine, max_restarts=self.dispatch.max_restarts,
+                    max_task_retries=0,
+                ).remote(spec, pool.backend, name)
+                pool.engines.append(_Engine(name, actor))
+        started = time.perf_counter()
+        handles = [e.handle.ready.remote() for pool in self.pools for e in pool.engines]
+        ready, pending = ray.wait(handles, num_returns=len(handles), timeout=self.dispatch.start_timeout_s)
+        if pending:
+            raise RuntimeError(f"{len(pending)} of {len(handles)} engines did not start within "
+                               f"{self.dispatch.start_timeout_s:g} s (dispatch.start_timeout_s)")
+        ray.get(ready)  # raises the actor's own error if an engine failed to start
+        self.record.update(
+            engines_ready_s=round(time.perf_counter() - started, 3), gpus=layout.gpus_needed,
+            cluster_gpus=layout.gpus_available,
+            pools=[{"models": pool.label, "engines": len(pool.engines), "gpus_per_engine": self.dispatch.gpus_per_engine,
+                    "names": [e.name for e in pool.engines]} for pool in self.pools],
+        )
+        log.info("%d engine(s) in %d pool(s) ready in %.1f s", len(handles), len(self.pools),
+                 self.record["engines_ready_s"])
+
+    def _stop_engines(self) -> None:
+        import ray
+
+        for pool in self.pools:
+            for engine in pool.engines:
+                ray.kill(engine.handle, no_restart=True)
+
+    def _save_record(self) -> None:
+        manifest = read_manifest(Path(self.handle.run_dir))
+        manifest["dispatch"] = self.record
+        write_manifest(Path(self.handle.run_dir), manifest)
+
+    # --- the work queue -----------------------------------------------------------------------
+    def _tick(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def _advance(self, cell: Cell, round_: int) -> None:
+        """Queue the first unfinished round of ``cell`` from ``round_`` on (settling as needed)."""
+        import ray
+
+        cid, rep = cell
+        run_dir = Path(self.handle.run_dir)
+        for k in range(round_, self.handle.rounds + 1):
+            if round_part_path(run_dir, cid, rep, k).is_file():
+                self._tick(self.handle.n_shards)
+                continue
+            todo = [s for s in range(self.handle.n_shards) if not decision_path(run_dir, cid, rep, k, s).is_file()]
+            self._tick(self.handle.n_shards - len(todo))
+            if not todo:
+                settle_round(run_dir, cid, rep, k)
+                continue
+            models, _ = self.ctx.models(cid)
+            by_pool: dict[int, list[int]] = {}
+            for m in range(len(models)):
+                by_pool.setdefault(self.pool_of[(cid, m)], []).append(m)
+            parts: dict[int, dict[int, ShardOutput | None]] = {}
+            for s in todo:
+                ref = ray.put(shard_inputs(self.ctx, cid, rep, k, s))
+                parts[s] = {p: None for p in by_pool}
+                for p, ms in by_pool.items():
+                    self.pools[p].queue.append(_Task(cell, k, s, p, ms, ref))
+            self.active[cell] = (k, parts)
+            return
+        self.active.pop(cell, None)
+
+    def _capacity(self) -> int:
+        return sum(len(p.live()) * self.dispatch.in_flight_per_engine for p in self.pools)
+
+    def _fill(self) -> None:
+        """Open more cells while the queues are shorter than what the engines can hold."""
+        while self.waiting and sum(len(p.queue) for p in self.pools) < self._capacity():
+            self._advance(self.waiting.popleft(), 1)
+
+    def _feed(self) -> None:
+        """Top every live engine up to ``in_flight_per_engine`` items, one slot at a time."""
+        for pool in self.pools:
+            for slot in range(self.dispatch.in_flight_per_engine):
+                for engine in pool.live():
+                    if pool.queue and len(engine.inflight) <= slot:
+                        task = pool.queue.popleft()
+                        task.epoch = engine.epoch
+                        engine.inflight[engine.handle.compute.remote(task.inputs, task.models)] = task
+
+    def _lost(self, pool: _Pool, engine: _Engine, task: _Task, exc: Exception) -> None:
+        """An engine died with ``task`` in flight: count it, requeue the task at the front."""
+        if task.epoch == engine.epoch:
+            engine.epoch += 1
+            self.record["actor_deaths"] += 1
+            log.warning("engine %s died (%s); its unfinished shards go back to the queue",
+                        engine.name, type(exc).__name__)
+            if engine.epoch > self.dispatch.max_restarts:
+                engine.alive = False
+                self.record["engines_lost"] += 1
+                log.error("engine %s is gone for good (max_restarts=%d)", engine.name, self.dispatch.max_restarts)
+        task.attempts += 1
+        self.record["shards_reassigned"] += 1
+        if task.attempts >= self.dispatch.max_shard_attempts:
+            raise RuntimeError(f"shard {task.shard} of {task.cell[0]}/{task.cell[1]}/round {task.round} lost its "
+                               f"engine {task.attempts} times (dispatch.max_shard_attempts): {exc}")
+        if not pool.live():
+            raise RuntimeError(f"every engine of model(s) {pool.label} died; last error: {exc}")
+        pool.queue.appendleft(task)
+
+    def _finished(self, task: _Task, output: ShardOutput) -> None:
+        """Store a part; write the shard when complete; settle and move on when the round is."""
+        self.record["items_computed"] += 1
+        round_, parts = self.active[task.cell]
+        parts[task.shard][task.pool] = output
+        if any(v is None for v in parts[task.shard].values()):
+            return
+        write_shard(self.ctx, merge_outputs([v for v in parts.pop(task.shard).values() if v is not None]))
+        self._tick()
+        if not parts:
+            settle_round(self.handle.run_dir, task.cell[0], task.cell[1], round_)
+            self._advance(task.cell, round_ + 1)
+
+    def _collect(self) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        owner = {ref: (pool, engine) for pool in self.pools for engine in pool.engines for ref in engine.inflight}
+        refs = list(owner)
+        ready, rest = ray.wait(refs, num_returns=1)
+        if rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        for ref in ready:
+            pool, engine = owner[ref]
+            task = engine.inflight.pop(ref)
+            try:
+                output = ray.get(ref)
+            except RayActorError as exc:
+                self._lost(pool, engine, task, exc)
+                continue
+            self._finished(task, output)
+
+    def run(self) -> None:
+        started = connect(self.dispatch)
+        import ray
+
+        try:
+            try:
+                self._start_engines()
+                while True:
+                    self._fill()
+                    self._feed()
+                    if not any(e.inflight for p in self.pools for e in p.engines):
+                        if any(p.queue for p in self.pools):
+                            raise RuntimeError("work is queued but no engine is alive to take it")
+                        break
+                    self._collect()
+            finally:
+                self._save_record()
+                self._stop_engines()
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def execute_on_ray(handle: RunHandle, dispatch: RayDispatch,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+    """Play every shard and settle every round of a prepared run on a Ray fleet."""
+    RayExecutor(handle, dispatch, progress).run()
+
+
+__all__ = ["RayExecutor", "execute_on_ray"]
