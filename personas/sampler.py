@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
 from crowdlab.personas import identity as ident
+from crowdlab.personas.constraints import infeasible_error, violation_mask
 from crowdlab.personas.distributions import categorical_codes, numeric_values, quota_counts
 from crowdlab.personas.errors import SpecError
 from crowdlab.personas.schema import persona_schema
@@ -60,31 +61,83 @@ def check_quotas(spec: PopulationSpec, n_total: int) -> None:
 
 
 def sample_rows(spec: PopulationSpec, start: int, stop: int, seed: int, n_total: int) -> pa.Table:
-    """Rows [start, stop) of the population of size n_total drawn with seed."""
+    """Rows [start, stop) of the population of size n_total drawn with seed.
+
+    With constraints, violating rows are redrawn whole (see ``constraints.py``); without, the
+    first pass is the whole story and the table is exactly what it was before constraints.
+    """
     check_request(n_total, seed, start, stop)
     check_quotas(spec, n_total)
-    rows = stop - start
+    quotas: dict[str, np.ndarray] = {}
+    for index, attr in enumerate(spec.attributes):
+        if isinstance(attr, Categorical) and attr.mode == "quota":
+            counts = quota_counts(attr, n_total, f"attributes[{index}] ({attr.name})")
+            positions = permutation(seed, attr.name, n_total)[start:stop]
+            quotas[attr.name] = np.searchsorted(np.cumsum(counts), positions, side="right").astype(np.int32)
+
+    def first_pass(stream: str, width: int = 1) -> np.ndarray:
+        return uniforms(seed, stream, start, stop, n_total, width)
+
+    agent_ids = np.arange(start, stop, dtype=np.int64)
+    table = _sample_table(spec, first_pass, quotas, agent_ids)
+    if spec.constraints:
+        table = _enforce_constraints(spec, table, seed, start, stop, n_total, quotas)
+    return table
+
+
+Draw = Callable[..., np.ndarray]
+
+
+def _enforce_constraints(
+    spec: PopulationSpec, table: pa.Table, seed: int, start: int, stop: int, n_total: int, quotas: dict[str, np.ndarray]
+) -> pa.Table:
+    """Redraw violating rows, pass after pass, from streams keyed by (seed, attribute, block, pass).
+
+    A row's draws in pass p sit at the row's own position of that pass's stream, so whether and
+    how a row is redrawn depends on nothing but the row: shard-invariant, like the first pass.
+    """
+    agent_ids = np.arange(start, stop, dtype=np.int64)
+    for pass_no in range(1, spec.max_passes + 1):
+        mask, _ = violation_mask(spec, table)
+        if not mask.any():
+            return table
+        idx = np.flatnonzero(mask)
+
+        def redraw(stream: str, width: int = 1, _p: int = pass_no, _idx: np.ndarray = idx) -> np.ndarray:
+            return uniforms(seed, f"{stream}\x1fpass{_p}", start, stop, n_total, width)[_idx]
+
+        sub = _sample_table(spec, redraw, {k: v[idx] for k, v in quotas.items()}, agent_ids[idx])
+        positions = np.arange(table.num_rows, dtype=np.int64)
+        positions[idx] = table.num_rows + np.arange(len(idx), dtype=np.int64)
+        table = pa.concat_tables([table, sub]).take(pa.array(positions))
+        log.debug("constraints pass %d redrew %d of %d rows", pass_no, len(idx), table.num_rows)
+    mask, counts = violation_mask(spec, table)
+    if mask.any():
+        raise infeasible_error(spec, counts, spec.max_passes, table.num_rows)
+    return table
+
+
+def _sample_table(spec: PopulationSpec, draw: Draw, quotas: dict[str, np.ndarray], agent_ids: np.ndarray) -> pa.Table:
+    """One draw of every attribute for the given rows; ``draw(stream, width)`` supplies uniforms."""
+    rows = len(agent_ids)
     coded: dict[str, _Coded] = {}
     numeric: dict[str, np.ndarray] = {}
-    arrays: dict[str, pa.Array] = {"agent_id": pa.array(np.arange(start, stop, dtype=np.int64))}
+    arrays: dict[str, pa.Array] = {"agent_id": pa.array(agent_ids)}
     identity_draws: np.ndarray | None = None
     for index, attr in enumerate(spec.attributes):
         path = f"attributes[{index}] ({attr.name})"
         if isinstance(attr, IdentityAttribute):
             if identity_draws is None:
-                identity_draws = uniforms(seed, ident.IDENTITY_STREAM, start, stop, n_total, ident.IDENTITY_WIDTH)
+                identity_draws = draw(ident.IDENTITY_STREAM, ident.IDENTITY_WIDTH)
             arrays[attr.name] = _identity(attr, identity_draws, coded, rows)
             continue
         if isinstance(attr, TemplateAttribute):
             arrays[attr.name] = _template(attr, path, coded, numeric, arrays, rows)
             continue
         if isinstance(attr, Categorical) and attr.mode == "quota":
-            counts = quota_counts(attr, n_total, path)
-            positions = permutation(seed, attr.name, n_total)[start:stop]
-            codes = np.searchsorted(np.cumsum(counts), positions, side="right").astype(np.int32)
-            coded[attr.name] = _Coded(codes, attr.categories)
+            coded[attr.name] = _Coded(quotas[attr.name], attr.categories)
         else:
-            u = uniforms(seed, attr.name, start, stop, n_total)[:, 0]
+            u = draw(attr.name)[:, 0]
             if isinstance(attr, Categorical):
                 coded[attr.name] = _Coded(categorical_codes(attr, u), attr.categories)
             elif isinstance(attr, ConditionalAttribute):

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crowdlab.personas.background_spec import BackgroundSpec, check_background
+from crowdlab.personas.constraints import DEFAULT_MAX_PASSES, Constraint, check_constraints
 from crowdlab.personas.errors import SpecError
 
 PERCENT_TOLERANCE = 0.01  # percentages may be rounded to two decimals
@@ -302,12 +304,17 @@ class PopulationSpec(_Model):
     description: str = ""
     source: str | list[str] | None = None
     attributes: list[Attribute] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list, description="feasibility rules (constraints.py)")
+    max_passes: int = Field(DEFAULT_MAX_PASSES, ge=1, le=1000, description="resampling passes for constraints")
+    background: BackgroundSpec | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "PopulationSpec":
         from crowdlab.personas.checks import check_spec
 
         check_spec(self)
+        check_constraints(self)
+        check_background(self)
         return self
 
     def attribute(self, name: str) -> Any:
@@ -323,11 +330,15 @@ class PopulationSpec(_Model):
     @cached_property
     def spec_hash(self) -> str:
         """sha256 of the canonical JSON form: equal specs hash equal whatever the YAML layout."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        data = self.model_dump(mode="json", by_alias=True)
+        for key, empty in (("constraints", []), ("max_passes", DEFAULT_MAX_PASSES), ("background", None)):
+            if data.get(key) == empty:  # specs without the newer sections hash as before
+                data.pop(key)
+        canonical = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+        return json.dumps(self.model_dump(mode="json", exclude_none=True, by_alias=True), ensure_ascii=False)
 
 
 def categories_of(attr: Any) -> list[str] | None:
