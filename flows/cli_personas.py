@@ -103,3 +103,73 @@ def describe_command(
         for row in attr.rows:
             detail.add_row(row.label, _fmt(row.target, row.share), _fmt(row.realised, row.share))
         console.print(detail)
+
+
+def _read_backend(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError("backend", f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise SpecError("backend", f"{path} must be a mapping with a kind (vllm, openai, transformers, echo)")
+    return data
+
+
+@app.command("generate")
+def generate_command(
+    spec_path: Path = typer.Argument(..., help="Population spec (YAML), optionally with a background section."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of personas."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same table and texts)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (shards/, personas.parquet, manifest.json)."),
+    backend_path: Path = typer.Option(None, "--backend", help="Backend config YAML for backgrounds (overrides the spec's)."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Personas per shard (one Prefect task each)."),
+    local: bool = typer.Option(False, "--local", help="Run without Prefect (same files)."),
+) -> None:
+    """Generate N personas (with backgrounds) into OUT as a resumable Prefect flow, one task per shard."""
+    from crowdlab.personas import generate as gen
+
+    try:
+        spec = load_spec(spec_path)
+        backend = _read_backend(backend_path)
+        plan = gen.plan_generation(spec, n, seed, out, shard_size, backend)  # every check before work starts
+    except SpecError as exc:
+        _fail(str(exc))
+        return
+    with Progress(
+        TextColumn("generating {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as progress:
+        bar = progress.add_task(spec.name, total=len(plan.bounds))
+
+        def on_shard(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        if local:
+            from crowdlab.flows.personas_flow import run_local
+
+            path = run_local(spec_path, n, seed, out, shard_size, plan.backend_config, on_shard)
+        else:
+            from crowdlab.flows import personas_flow as pf
+
+            pf.add_progress_listener(on_shard)
+            try:
+                path = Path(pf.personas_flow(str(spec_path), n, seed, str(out), shard_size, plan.backend_config))
+            finally:
+                pf.remove_progress_listener(on_shard)
+    console.print(f"wrote {n:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)
+    from crowdlab.personas.io import read_personas as _read
+
+    table = _read(path)
+    if "background_consistent" in table.column_names:
+        from crowdlab.personas.backgrounds import contradiction_rates
+
+        rates = contradiction_rates(table)
+        console.print(
+            f"backgrounds: contradiction rate {rates['before_regeneration']:.1%} before regeneration, "
+            f"{rates['after_regeneration']:.1%} after (flagged, kept); empty {rates['empty']:.1%}",
+            highlight=False,
+        )

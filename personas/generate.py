@@ -180,3 +180,16 @@ def generate(
         if on_shard is not None:
             on_shard(done, total)
     return combine_shards(plan, instance)
+
+
+def load_plan(out_dir: str | Path) -> GenerationPlan:
+    """The plan a folder's manifest records (what a worker needs: just the folder's path)."""
+    from crowdlab.personas.loading import parse_spec
+
+    out = Path(out_dir)
+    path = out / MANIFEST
+    if not path.exists():
+        raise SpecError("out", f"{out} has no {MANIFEST}; plan the generation first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    spec = parse_spec(manifest["spec"])
+    return GenerationPlan(spec, int(manifest["n"]), int(manifest["seed"]), int(manifest["shard_size"]), out, manifest.get("backend_config"))

@@ -1,0 +1,78 @@
+"""Prefect flow for generating a population: one task per shard, resumable, thin.
+
+Every task calls a plain function of ``crowdlab.personas.generate`` (which works without
+Prefect); task parameters are the output folder and a shard index, and the plan is read back
+from the folder's manifest. Finished shards are skipped, so re-running the flow on the same
+folder resumes it. Tasks run one at a time in this process by default: they share one warm
+LLM engine (``generate.backend_for``), and an engine already batches a whole shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from crowdlab.personas import generate as gen
+from crowdlab.personas.loading import load_spec
+
+logger = logging.getLogger(__name__)
+
+ProgressListener = Callable[[int, int], None]
+_listeners: list[ProgressListener] = []
+
+
+def add_progress_listener(listener: ProgressListener) -> None:
+    """Let an in-process caller (the CLI's progress bar) hear about finished shards."""
+    _listeners.append(listener)
+
+
+def remove_progress_listener(listener: ProgressListener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+@task(name="plan-population", cache_policy=NO_CACHE)
+def plan_task(spec_path: str, n: int, seed: int, out_dir: str, shard_size: int, backend: dict[str, Any] | None) -> list[int]:
+    plan = gen.plan_generation(load_spec(spec_path), n, seed, out_dir, shard_size, backend)
+    return plan.pending()
+
+
+@task(name="population-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="shard-{index:05d}")
+def shard_task(out_dir: str, index: int) -> str:
+    return str(gen.generate_shard(gen.load_plan(out_dir), index))
+
+
+@task(name="combine-population", cache_policy=NO_CACHE)
+def combine_task(out_dir: str) -> str:
+    return str(gen.combine_shards(gen.load_plan(out_dir)))
+
+
+@flow(name="crowdlab-personas", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=False)
+def personas_flow(
+    spec_path: str, n: int, seed: int = 0, out_dir: str = "data/populations/out", shard_size: int = 10_000,
+    backend: dict[str, Any] | None = None,
+) -> str:
+    """Sample (and write backgrounds for) N personas into OUT_DIR; resumes an interrupted run."""
+    pending = plan_task(spec_path, n, seed, out_dir, shard_size, backend)
+    total = len(gen.load_plan(out_dir).bounds)
+    done = total - len(pending)
+    for listener in list(_listeners):
+        listener(done, total)
+    for index in pending:
+        shard_task.submit(out_dir, index).result()
+        done += 1
+        for listener in list(_listeners):
+            listener(done, total)
+    return combine_task(out_dir)
+
+
+def run_local(spec_path: str | Path, n: int, seed: int, out_dir: str | Path, shard_size: int = 10_000,
+              backend: dict[str, Any] | None = None, on_shard: ProgressListener | None = None) -> Path:
+    """The same job without Prefect (plain loop over ``generate_shard``)."""
+    return gen.generate(load_spec(spec_path), n, seed, out_dir, backend=backend, shard_size=shard_size, on_shard=on_shard)
