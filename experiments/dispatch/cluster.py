@@ -47,11 +47,11 @@ def connect(dispatch: RayDispatch) -> bool:
     caller should ``ray.shutdown()`` at the end), False when a connection already existed."""
     import ray
 
-    if ray.is_initialized():
-        return False
     address = dispatch.address
     if address is not None:
-        probe(address)
+        probe(address)  # even when already connected: a configured address must be reachable
+    if ray.is_initialized():
+        return False
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=True)

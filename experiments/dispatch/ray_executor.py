@@ -62,6 +62,7 @@ class _Engine:
     inflight: dict[Any, _Task] = field(default_factory=dict)
     epoch: int = 0
     alive: bool = True
+    probe: Any = None  # a pending ready() call after a death: no work until it answers
 
 
 @dataclass
@@ -73,6 +74,9 @@ class _Pool:
 
     def live(self) -> list[_Engine]:
         return [e for e in self.engines if e.alive]
+
+    def serving(self) -> list[_Engine]:
+        return [e for e in self.engines if e.alive and e.probe is None]
 
 
 def _pools(ctx: RunContext) -> tuple[list[_Pool], dict[tuple[str, int], int]]:
@@ -207,7 +211,7 @@ class RayExecutor:
         """Top every live engine up to ``in_flight_per_engine`` items, one slot at a time."""
         for pool in self.pools:
             for slot in range(self.dispatch.in_flight_per_engine):
-                for engine in pool.live():
+                for engine in pool.serving():
                     if pool.queue and len(engine.inflight) <= slot:
                         task = pool.queue.popleft()
                         task.epoch = engine.epoch
@@ -215,15 +219,12 @@ class RayExecutor:
 
     def _lost(self, pool: _Pool, engine: _Engine, task: _Task, exc: Exception) -> None:
         """An engine died with ``task`` in flight: count it, requeue the task at the front."""
-        if task.epoch == engine.epoch:
+        if task.epoch == engine.epoch and engine.alive:
             engine.epoch += 1
             self.record["actor_deaths"] += 1
             log.warning("engine %s died (%s); its unfinished shards go back to the queue",
                         engine.name, type(exc).__name__)
-            if engine.epoch > self.dispatch.max_restarts:
-                engine.alive = False
-                self.record["engines_lost"] += 1
-                log.error("engine %s is gone for good (max_restarts=%d)", engine.name, self.dispatch.max_restarts)
+            engine.probe = engine.handle.ready.remote()
         task.attempts += 1
         self.record["shards_reassigned"] += 1
         if task.attempts >= self.dispatch.max_shard_attempts:
@@ -246,16 +247,39 @@ class RayExecutor:
             settle_round(self.handle.run_dir, task.cell[0], task.cell[1], round_)
             self._advance(task.cell, round_ + 1)
 
+    def _probed(self, pool: _Pool, engine: _Engine) -> None:
+        """A dead engine's ready() answered: back to work if Ray restarted it, else drop it."""
+        import ray
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        try:
+            ray.get(engine.probe)
+            engine.probe = None
+            log.info("engine %s restarted", engine.name)
+        except ActorDiedError:
+            engine.alive, engine.probe = False, None
+            self.record["engines_lost"] += 1
+            log.error("engine %s is gone for good (max_restarts=%d)", engine.name, self.dispatch.max_restarts)
+        except RayActorError:  # still restarting
+            time.sleep(0.2)
+            engine.probe = engine.handle.ready.remote()
+        if not pool.live():
+            raise RuntimeError(f"every engine of model(s) {pool.label} died")
+
     def _collect(self) -> None:
         import ray
         from ray.exceptions import RayActorError
 
         owner = {ref: (pool, engine) for pool in self.pools for engine in pool.engines for ref in engine.inflight}
-        refs = list(owner)
+        probes = {e.probe: (pool, e) for pool in self.pools for e in pool.engines if e.probe is not None}
+        refs = list(owner) + list(probes)
         ready, rest = ray.wait(refs, num_returns=1)
         if rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         for ref in ready:
+            if ref in probes:
+                self._probed(*probes[ref])
+                continue
             pool, engine = owner[ref]
             task = engine.inflight.pop(ref)
             try:
@@ -275,7 +299,7 @@ class RayExecutor:
                 while True:
                     self._fill()
                     self._feed()
-                    if not any(e.inflight for p in self.pools for e in p.engines):
+                    if not any(e.inflight or e.probe is not None for p in self.pools for e in p.engines):
                         if any(p.queue for p in self.pools):
                             raise RuntimeError("work is queued but no engine is alive to take it")
                         break
