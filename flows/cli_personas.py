@@ -173,3 +173,36 @@ def generate_command(
             f"{rates['after_regeneration']:.1%} after (flagged, kept); empty {rates['empty']:.1%}",
             highlight=False,
         )
+
+
+@app.command("report")
+def report_command(
+    population: Path = typer.Argument(..., help="A folder from `personas generate` or a persona Parquet file."),
+    out: Path = typer.Option(None, "-o", "--out", help="Folder for report_card.json/.html (default: beside the table)."),
+    spec_path: Path = typer.Option(None, "--spec", help="Compare with this spec instead of the one stored in the file."),
+) -> None:
+    """Write the population report card (fit, coverage, names, background duplicates) as HTML and JSON."""
+    from crowdlab.personas.report_card import write_report_card
+
+    path = population / "personas.parquet" if population.is_dir() else population
+    try:
+        if not path.exists():
+            raise SpecError("population", f"{path} does not exist")
+        spec = load_spec(spec_path) if spec_path is not None else read_spec_info(path).spec
+        if spec is None:
+            raise SpecError("population", f"{path} carries no spec; pass --spec")
+    except SpecError as exc:
+        _fail(str(exc))
+        return
+    target = out or path.parent
+    card = write_report_card(read_personas(path), target, spec)
+    console.print(f"[bold]{card['spec']}[/]: {card['n']:,} personas, largest TVD {card['max_tvd']:.4f}", highlight=False)
+    if "backgrounds" in card:
+        b = card["backgrounds"]
+        console.print(
+            f"backgrounds: exact duplicates {b['exact_duplicate_rate']:.3%}, near duplicates {b['near_duplicate_rate']:.3%}, "
+            f"distinct-2 {b['distinct']['distinct_2']:.3f}, contradiction rate {b['contradiction_rate'].get('after_regeneration', float('nan')):.1%}",
+            highlight=False,
+        )
+    console.print("stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in card["stages_s"].items()), highlight=False, soft_wrap=True)
+    console.print(f"wrote {target / 'report_card.html'} and {target / 'report_card.json'}", highlight=False, soft_wrap=True)
