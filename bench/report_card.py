@@ -1,0 +1,71 @@
+"""Benchmark: the report card of N personas (default 1,000,000) with ~60-word backgrounds.
+
+Texts are synthesised from word lists (sentence templates filled with the persona's facts and
+random everyday words), with 1% planted exact duplicates and 1% near duplicates (one word
+changed), so the card has something to find. Prints each stage's time and peak RSS
+(target: 1M in under 15 minutes and 4 GiB). Run: .venv/bin/python bench/report_card.py [N]
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crowdlab.personas import load_spec, sample
+from crowdlab.personas.report_card import report_card
+
+SPEC = Path(__file__).resolve().parents[1] / "data" / "populations" / "backgrounds_demo.yaml"
+FILLER = ("enjoys", "weekend", "hiking", "cooking", "reading", "garden", "family", "friends", "music", "travel",
+          "coffee", "morning", "walks", "dog", "cat", "volunteers", "local", "club", "football", "chess",
+          "painting", "history", "novels", "market", "bicycle", "river", "mountains", "sea", "village", "neighbours")
+
+
+def synth_texts(table: pa.Table, rng: np.random.Generator) -> pa.Array:
+    n = table.num_rows
+    vocab = np.array([f"{w}{i}" if i else w for i in range(40) for w in FILLER])
+    filler = vocab[rng.integers(0, len(vocab), size=(n, 44))]
+    tails = pc.binary_join(pa.array(filler.tolist(), pa.list_(pa.string())), " ")
+    age = pc.cast(table["age"], pa.string())
+    parts = ["", table["name"], " is ", age, " years old, works as a ", table["occupation"], " and has a ",
+             table["education"], ". Lives in ", table["city"], " and ", tails, "."]
+    args = [pa.scalar(p) if isinstance(p, str) else p for p in parts]
+    texts = pc.binary_join_element_wise(*args, pa.scalar("")).to_pylist()
+    k = n // 100
+    src = rng.choice(n, size=2 * k, replace=False)
+    for i in range(k):  # planted exact duplicates
+        texts[src[i] - 1 if src[i] else 1] = texts[src[i]]
+    for i in range(k, 2 * k):  # planted near duplicates
+        words = texts[src[i]].split()
+        words[20] = "different"
+        texts[(src[i] + 7) % n] = " ".join(words)
+    return pa.array(texts, pa.string())
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    spec = load_spec(SPEC).model_copy(update={"background": None})
+    t0 = time.perf_counter()
+    table = sample(spec, n, seed=1)
+    texts = synth_texts(table, np.random.default_rng(1))
+    table = table.append_column("background", texts)
+    print(f"setup (sample + synthesise {n:,} texts): {time.perf_counter() - t0:.1f} s; "
+          f"mean words {np.mean(pc.list_value_length(pc.split_pattern(texts, ' ')).to_numpy()):.1f}")
+    t0 = time.perf_counter()
+    card = report_card(table, spec)
+    total = time.perf_counter() - t0
+    for stage, seconds in card["stages_s"].items():
+        print(f"  {stage:34s} {seconds:8.2f} s")
+    b = card["backgrounds"]
+    print(f"report card total: {total:.1f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"exact duplicates {b['exact_duplicate_rate']:.4%} (planted ~1%), near duplicates {b['near_duplicate_rate']:.4%} "
+          f"(planted ~2% of rows in pairs), distinct-1/2/3 {b['distinct']}")
+
+
+if __name__ == "__main__":
+    main()
