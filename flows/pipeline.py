@@ -60,6 +60,23 @@ def settle_task(run_dir: str, condition_id: str, replicate: int, round_: int) ->
     return experiments.settle_round(run_dir, condition_id, replicate, round_)
 
 
+@task(name="run-on-ray-fleet", cache_policy=NO_CACHE)
+def ray_fleet_task(handle: experiments.RunHandle, progress_id: Any) -> None:
+    """All shards of a run on the Ray fleet's warm engine actors (they live as long as this task).
+
+    Engines must stay loaded across rounds, so the fleet is driven by one long task rather than
+    one Prefect task per shard; the progress artifact and the CLI bar still move per shard.
+    """
+    step = max(1, len(handle.cells) * handle.rounds * handle.n_shards // 100)
+
+    def on_progress(done: int, total: int) -> None:
+        _notify(done, total)
+        if done % step == 0 or done == total:
+            update_progress_artifact(progress_id, progress=100.0 * done / total)
+
+    experiments.execute(handle, on_progress)
+
+
 @task(name="finish-run", cache_policy=NO_CACHE)
 def finish_task(run_dir: str) -> experiments.RunResult:
     return experiments.finish_run(run_dir)
@@ -107,15 +124,18 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
     done = 0
     progress_id = create_progress_artifact(progress=0.0, key=_artifact_key("progress", handle.experiment),
                                            description=f"Shards done for run {handle.run_id}")
+    if config["dispatch"]["kind"] == "ray":
+        ray_fleet_task(handle, progress_id)
     for condition_id, replicate in handle.cells:
         for round_ in range(1, handle.rounds + 1):
-            futures = shard_task.map(handle.run_dir, condition_id, replicate, round_, range(handle.n_shards))
-            for future in futures:
-                future.result()  # raises if a shard failed after its retries: the round cannot settle
-                done += 1
-                _notify(done, total)
+            if config["dispatch"]["kind"] != "ray":
+                futures = shard_task.map(handle.run_dir, condition_id, replicate, round_, range(handle.n_shards))
+                for future in futures:
+                    future.result()  # raises if a shard failed after its retries: the round cannot settle
+                    done += 1
+                    _notify(done, total)
+                update_progress_artifact(progress_id, progress=100.0 * done / total)
             summary = settle_task(handle.run_dir, condition_id, replicate, round_)
-            update_progress_artifact(progress_id, progress=100.0 * done / total)
             create_table_artifact(
                 key=_artifact_key(handle.experiment, condition_id, f"rep{replicate}", f"round{round_}"),
                 table=_round_rows(handle.run_dir, condition_id, replicate, round_),
