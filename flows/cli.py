@@ -165,6 +165,12 @@ def ui_command(
     if not Path("prefect.yaml").is_file():
         console.print("[red]error:[/red] prefect.yaml not found: run `crowdlab ui` from the crowdlab checkout")
         raise typer.Exit(code=2)
+    import signal
+
+    # Ctrl-C and `kill` both stop the server and worker too (a background job starts with SIGINT
+    # ignored, so restore Python's handler; SIGTERM becomes a clean exit through the finally).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     console.print("starting the Prefect server, registering deployments and a worker ...")
     try:
         with local_stack(Path.cwd(), port=port) as url:

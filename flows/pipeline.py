@@ -8,22 +8,23 @@ same job in one process.
 
 from __future__ import annotations
 
-import logging
+import re
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from crowdlab import experiments
-
-logger = logging.getLogger(__name__)
+from crowdlab.experiments.storage import round_part_path
 
 ProgressListener = Callable[[int, int], None]
 _progress_listeners: list[ProgressListener] = []
@@ -83,21 +84,23 @@ def finish_task(run_dir: str) -> experiments.RunResult:
 
 
 def _round_rows(run_dir: str, condition_id: str, replicate: int, round_: int) -> list[dict[str, Any]]:
-    """The settled round's rows (pooled and per group) for a table artifact."""
-    import pyarrow.parquet as pq
-
-    from crowdlab.experiments.storage import round_part_path
-
+    """The settled round's rows for a table artifact: pooled ("all") first, then each group."""
     table = pq.read_table(round_part_path(Path(run_dir), condition_id, replicate, round_))
     keep = ["group", "n", "n_valid", "n_invalid", "mean", "median", "std", "target", "winning_value", "n_winners"]
-    rows = table.select([c for c in keep if c in table.column_names]).to_pylist()
+    rows = sorted(table.select([c for c in keep if c in table.column_names]).to_pylist(), key=lambda r: r["group"])
+    if len(rows) == 2:  # one group: its row repeats the pooled one
+        rows = rows[:1]
+    for row in rows:
+        row["group"] = "all" if row["group"] == -1 else row["group"]
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _artifact_key(*parts: object) -> str:
     """Prefect artifact keys allow only lowercase letters, digits and dashes."""
-    import re
-
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:120]
 
 
@@ -140,7 +143,7 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
                 key=_artifact_key(handle.experiment, condition_id, f"rep{replicate}", f"round{round_}"),
                 table=_round_rows(handle.run_dir, condition_id, replicate, round_),
                 description=(f"Run {handle.run_id}, {condition_id}, replicate {replicate}, round {round_}: "
-                             f"mean {summary.mean}, target {summary.target}, invalid {summary.n_invalid}"),
+                             f"mean {_fmt(summary.mean)}, target {_fmt(summary.target)}, invalid {summary.n_invalid}"),
             )
     result = finish_task(handle.run_dir)
     create_markdown_artifact(key=_artifact_key(handle.experiment, "summary"), markdown=run_summary_markdown(result.run_dir),

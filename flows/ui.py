@@ -30,7 +30,7 @@ class UIError(RuntimeError):
 def prefect_environment(api_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # flow-run logs show in the UI
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
