@@ -26,25 +26,32 @@ FILLER = ("enjoys", "weekend", "hiking", "cooking", "reading", "garden", "family
           "painting", "history", "novels", "market", "bicycle", "river", "mountains", "sea", "village", "neighbours")
 
 
-def synth_texts(table: pa.Table, rng: np.random.Generator) -> pa.Array:
+def synth_texts(table: pa.Table, rng: np.random.Generator, chunk: int = 100_000) -> pa.Array:
+    """Texts built chunk by chunk in Arrow (the bench's own setup must not dominate peak memory)."""
     n = table.num_rows
-    vocab = np.array([f"{w}{i}" if i else w for i in range(40) for w in FILLER])
-    filler = vocab[rng.integers(0, len(vocab), size=(n, 44))]
-    tails = pc.binary_join(pa.array(filler.tolist(), pa.list_(pa.string())), " ")
-    age = pc.cast(table["age"], pa.string())
-    parts = ["", table["name"], " is ", age, " years old, works as a ", table["occupation"], " and has a ",
-             table["education"], ". Lives in ", table["city"], " and ", tails, "."]
-    args = [pa.scalar(p) if isinstance(p, str) else p for p in parts]
-    texts = pc.binary_join_element_wise(*args, pa.scalar("")).to_pylist()
+    vocab = pa.array([f"{w}{i}" if i else w for i in range(40) for w in FILLER])
+    parts_out = []
+    for lo in range(0, n, chunk):
+        rows = table.slice(lo, chunk)
+        m = rows.num_rows
+        words = vocab.take(pa.array(rng.integers(0, len(vocab), size=m * 44)))
+        tails = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.arange(0, m * 44 + 1, 44, dtype=np.int32)), words), " ")
+        parts = ["", rows["name"], " is ", pc.cast(rows["age"], pa.string()), " years old, works as a ", rows["occupation"],
+                 " and has a ", rows["education"], ". Lives in ", rows["city"], " and ", tails, "."]
+        args = [pa.scalar(p) if isinstance(p, str) else p for p in parts]
+        parts_out.append(pc.binary_join_element_wise(*args, pa.scalar("")))
+    texts = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in parts_out])
     k = n // 100
     src = rng.choice(n, size=2 * k, replace=False)
-    for i in range(k):  # planted exact duplicates
-        texts[src[i] - 1 if src[i] else 1] = texts[src[i]]
-    for i in range(k, 2 * k):  # planted near duplicates
-        words = texts[src[i]].split()
-        words[20] = "different"
-        texts[(src[i] + 7) % n] = " ".join(words)
-    return pa.array(texts, pa.string())
+    near = []
+    for i in src[k:].tolist():  # planted near duplicates: one word changed
+        words_i = texts[i].as_py().split()
+        words_i[20] = "different"
+        near.append(" ".join(words_i))
+    index = np.arange(n + k)
+    index[np.where(src[:k] > 0, src[:k] - 1, 1)] = src[:k]  # planted exact duplicates
+    index[(src[k:] + 7) % n] = n + np.arange(k)
+    return pa.concat_arrays([texts, pa.array(near, pa.string())]).take(pa.array(index[:n]))
 
 
 def main() -> None:

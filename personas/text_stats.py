@@ -110,11 +110,11 @@ def near_duplicates(sig: np.ndarray, has_shingles: np.ndarray, threshold: float,
     idx = np.flatnonzero(has_shingles)
     if idx.size < 2:
         return near
-    s = sig[idx].astype(np.uint64)
+    s = sig[idx]  # stays uint32: a million 64-wide signatures are 256 MB, not 512
     for band in range(bands):
         key = np.zeros(len(idx), np.uint64)
         for col in range(band * rows, (band + 1) * rows):
-            key = splitmix64(key ^ s[:, col])
+            key = splitmix64(key ^ s[:, col].astype(np.uint64))
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
@@ -158,7 +158,7 @@ def text_stats(texts: pa.ChunkedArray | pa.Array, *, threshold: float = 0.8, num
     lengths, text_hash = [], []
     uniq: dict[int, list[np.ndarray]] = {1: [], 2: [], 3: []}
     totals = {1: 0, 2: 0, 3: 0}
-    sigs = []
+    sig = np.empty((n, num_perm), np.uint32)
     t_tok = t_sig = 0.0
     for lo in range(0, n, chunk):
         t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def text_stats(texts: pa.ChunkedArray | pa.Array, *, threshold: float = 0.8, num
             uniq[k].append(np.unique(arr))
             totals[k] += len(arr)
         t1 = time.perf_counter()
-        sigs.append(signatures(tok.g3, tok.g3_text, len(tok.lengths), a, b))
+        sig[lo:lo + len(tok.lengths)] = signatures(tok.g3, tok.g3_text, len(tok.lengths), a, b)
         t_sig += time.perf_counter() - t1
         t_tok += t1 - t0
     stages["tokenize_and_hash_s"] = t_tok
@@ -177,14 +177,18 @@ def text_stats(texts: pa.ChunkedArray | pa.Array, *, threshold: float = 0.8, num
     t0 = time.perf_counter()
     words = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     hashes = np.concatenate(text_hash) if text_hash else np.zeros(0, np.uint64)
-    distinct = {f"distinct_{k}": (len(np.unique(np.concatenate(uniq[k]))) / totals[k] if totals[k] else 0.0) for k in (1, 2, 3)}
+    distinct = {}
+    for k in (1, 2, 3):  # one n at a time, dropping each chunk list once merged (peak memory)
+        merged = np.concatenate(uniq.pop(k)) if totals[k] else np.zeros(0, np.uint64)
+        merged.sort()
+        distinct[f"distinct_{k}"] = int(np.count_nonzero(np.r_[True, merged[1:] != merged[:-1]])) / totals[k] if totals[k] else 0.0
+        del merged
     stages["distinct_n_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     nonempty = words > 0
     _, first_idx = np.unique(hashes[nonempty], return_index=True)
     exact_dup = (nonempty.sum() - len(first_idx)) / n if n else 0.0
     rep_rows = np.flatnonzero(nonempty)[first_idx]
-    sig = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32)
     # candidates are verified on their signatures, so false positives cost little: favour recall
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
     near_rep = near_duplicates(sig[rep_rows], words[rep_rows] >= 3, threshold, lsh.b, lsh.r)
