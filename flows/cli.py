@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,8 @@ from rich.table import Table
 
 from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_report import report
+from crowdlab.flows.prefect_env import quiet_prefect
+from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
 
 DEMO_CONFIG = Path("experiments/configs/demo.yaml")
 
@@ -37,17 +38,6 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def _quiet_prefect(verbose: bool) -> None:
-    """Prefect reads its settings from the environment at import: set them before it loads."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    level = "INFO" if verbose else "WARNING"
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", level)
-    # The ephemeral server writes its database and memo file under PREFECT_HOME; make sure it exists.
-    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -97,15 +87,15 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
     try:
         with progress:
             if use_prefect:
-                _quiet_prefect(verbose)
+                quiet_prefect(verbose)
                 from crowdlab.flows import pipeline
 
-                pipeline.add_progress_listener(on_progress)
+                add_progress_listener(on_progress)
                 try:
                     outcome = pipeline.experiment_flow(str(config), run_id=run_id, runs_root=str(runs_root),
                                                        overwrite=overwrite, overrides=overrides or None)
                 finally:
-                    pipeline.remove_progress_listener(on_progress)
+                    remove_progress_listener(on_progress)
                 run_dir = Path(outcome["run_dir"])
             else:
                 cfg = experiments.load_config(config, overrides)

@@ -153,13 +153,17 @@ def generate_command(
 
             path = run_local(spec_path, n, seed, out, shard_size, plan.backend_config, on_shard)
         else:
-            from crowdlab.flows import personas_flow as pf
+            from crowdlab.flows.prefect_env import quiet_prefect
 
-            pf.add_progress_listener(on_shard)
+            quiet_prefect()
+            from crowdlab.flows import personas_flow as pf
+            from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
+
+            add_progress_listener(on_shard)
             try:
                 path = Path(pf.personas_flow(str(spec_path), n, seed, str(out), shard_size, plan.backend_config))
             finally:
-                pf.remove_progress_listener(on_shard)
+                remove_progress_listener(on_shard)
     console.print(f"wrote {n:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)
     from crowdlab.personas.io import read_personas as _read
 

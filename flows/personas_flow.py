@@ -9,8 +9,6 @@ LLM engine (``generate.backend_for``), and an engine already batches a whole sha
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +16,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from crowdlab.flows.progress import ProgressListener, notify
 from crowdlab.personas import generate as gen
 from crowdlab.personas.loading import load_spec
-
-logger = logging.getLogger(__name__)
-
-ProgressListener = Callable[[int, int], None]
-_listeners: list[ProgressListener] = []
-
-
-def add_progress_listener(listener: ProgressListener) -> None:
-    """Let an in-process caller (the CLI's progress bar) hear about finished shards."""
-    _listeners.append(listener)
-
-
-def remove_progress_listener(listener: ProgressListener) -> None:
-    if listener in _listeners:
-        _listeners.remove(listener)
-
 
 @task(name="plan-population", cache_policy=NO_CACHE)
 def plan_task(spec_path: str, n: int, seed: int, out_dir: str, shard_size: int, backend: dict[str, Any] | None) -> list[int]:
@@ -55,20 +38,18 @@ def combine_task(out_dir: str) -> str:
 
 @flow(name="crowdlab-personas", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=False)
 def personas_flow(
-    spec_path: str, n: int, seed: int = 0, out_dir: str = "data/populations/out", shard_size: int = 10_000,
+    spec_path: str, n: int, seed: int = 0, out_dir: str = "data/runs/personas", shard_size: int = 10_000,
     backend: dict[str, Any] | None = None,
 ) -> str:
     """Sample (and write backgrounds for) N personas into OUT_DIR; resumes an interrupted run."""
     pending = plan_task(spec_path, n, seed, out_dir, shard_size, backend)
     total = len(gen.load_plan(out_dir).bounds)
     done = total - len(pending)
-    for listener in list(_listeners):
-        listener(done, total)
+    notify(done, total)
     for index in pending:
         shard_task.submit(out_dir, index).result()
         done += 1
-        for listener in list(_listeners):
-            listener(done, total)
+        notify(done, total)
     return combine_task(out_dir)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,26 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from crowdlab import experiments
+from crowdlab.flows.progress import notify
 from crowdlab.experiments.storage import round_part_path
-
-ProgressListener = Callable[[int, int], None]
-_progress_listeners: list[ProgressListener] = []
-
-
-def add_progress_listener(listener: ProgressListener) -> None:
-    """Let an in-process caller (the CLI's progress bar) hear about finished shards."""
-    _progress_listeners.append(listener)
-
-
-def remove_progress_listener(listener: ProgressListener) -> None:
-    if listener in _progress_listeners:
-        _progress_listeners.remove(listener)
-
-
-def _notify(done: int, total: int) -> None:
-    for listener in list(_progress_listeners):
-        listener(done, total)
-
 
 @task(name="prepare-run", cache_policy=NO_CACHE)
 def prepare_task(config: dict[str, Any], run_id: str | None, runs_root: str, overwrite: bool) -> experiments.RunHandle:
@@ -71,7 +52,7 @@ def ray_fleet_task(handle: experiments.RunHandle, progress_id: Any) -> None:
     step = max(1, len(handle.cells) * handle.rounds * handle.n_shards // 100)
 
     def on_progress(done: int, total: int) -> None:
-        _notify(done, total)
+        notify(done, total)
         if done % step == 0 or done == total:
             update_progress_artifact(progress_id, progress=100.0 * done / total)
 
@@ -136,7 +117,7 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
                 for future in futures:
                     future.result()  # raises if a shard failed after its retries: the round cannot settle
                     done += 1
-                    _notify(done, total)
+                    notify(done, total)
                 update_progress_artifact(progress_id, progress=100.0 * done / total)
             summary = settle_task(handle.run_dir, condition_id, replicate, round_)
             create_table_artifact(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from crowdlab.flows.cli import app
@@ -79,15 +83,29 @@ def test_cli_generate_local_and_bad_backend_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.prefect
-def test_flow_runs_one_task_per_shard_and_resumes(demo_spec, tmp_path: Path, prefect_server, monkeypatch) -> None:
-    for key, value in prefect_server.items():
-        if key.startswith("PREFECT_"):
-            monkeypatch.setenv(key, value)
-    from crowdlab.flows.personas_flow import personas_flow
+def test_flow_runs_one_task_per_shard_and_resumes(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    """`crowdlab personas generate` as a Prefect flow on a real server: one task per shard, resumable."""
+    spec = Path(__file__).resolve().parents[2] / "data" / "populations" / "backgrounds_demo.yaml"
+    backend = tmp_path / "echo.yaml"
+    backend.write_text(yaml.safe_dump(ECHO))
+    out = tmp_path / "pop"
+    cmd = [sys.executable, "-m", "crowdlab.flows.cli", "personas", "generate", str(spec), "-n", "900", "--seed", "2",
+           "-o", str(out), "--shard-size", "300", "--backend", str(backend)]
+    first = subprocess.run(cmd, env=prefect_server, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Traceback" not in first.stdout + first.stderr
+    table = pq.read_table(out / FINAL)
 
-    spec = str(Path(__file__).resolve().parents[2] / "data" / "populations" / "backgrounds_demo.yaml")
-    out = personas_flow(spec, 900, 2, str(tmp_path), 300, ECHO)
-    first = pq.read_table(out)
-    (tmp_path / "shards" / "shard-00001.parquet").unlink()
-    os.remove(out)
-    assert pq.read_table(personas_flow(spec, 900, 2, str(tmp_path), 300, ECHO)).equals(first)
+    flow_runs = httpx.post(f"{prefect_server['PREFECT_API_URL']}/flow_runs/filter", json={"limit": 50}, timeout=30).json()
+    ours = [fr for fr in flow_runs if fr["parameters"].get("out_dir") == str(out)]
+    assert len(ours) == 1 and ours[0]["state_type"] == "COMPLETED"
+    task_runs = httpx.post(f"{prefect_server['PREFECT_API_URL']}/task_runs/filter",
+                           json={"flow_runs": {"id": {"any_": [ours[0]["id"]]}}}, timeout=30).json()
+    assert sorted(t["name"] for t in task_runs if t["name"].startswith("shard-")) == [
+        "shard-00000", "shard-00001", "shard-00002"]
+
+    (out / "shards" / "shard-00001.parquet").unlink()
+    os.remove(out / FINAL)
+    again = subprocess.run(cmd, env=prefect_server, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert pq.read_table(out / FINAL).equals(table)

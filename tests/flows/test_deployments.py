@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -92,6 +93,19 @@ def test_custom_run_from_the_api_completes_with_artifacts(deployed: dict[str, st
     assert "data:image/png;base64" in html
 
 
+def test_persona_deployment_writes_a_population(deployed: dict[str, str], tmp_path: Path) -> None:
+    dep = deployment(deployed, "crowdlab-personas/personas")
+    out = tmp_path / "pop"
+    response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"spec_path": "data/populations/multi_locale.yaml", "n": 500, "seed": 4, "out_dir": str(out),
+                       "shard_size": 200},
+    })
+    response.raise_for_status()
+    assert wait_for(deployed, response.json()["id"])["state_type"] == "COMPLETED"
+    table = pq.read_table(out / "personas.parquet")
+    assert table.num_rows == 500 and table["agent_id"].to_pylist() == list(range(500))
+
+
 def test_parameters_that_fail_validation_are_refused(deployed: dict[str, str]) -> None:
     dep = deployment(deployed, "crowdlab-experiment/experiment")
     response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run",
@@ -108,6 +122,6 @@ def test_a_bad_config_fails_the_flow_run_with_a_clear_message(deployed: dict[str
     })
     response.raise_for_status()
     flow_run = wait_for(deployed, response.json()["id"])
-    assert flow_run["state_type"] == "FAILED"
-    assert "scenario.p" in flow_run["state"]["message"]
-    assert not any(tmp_path.iterdir())
+    assert flow_run["state_type"] == "FAILED", flow_run["state"]
+    assert "scenario.p" in flow_run["state"]["message"], flow_run["state"]
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
