@@ -82,11 +82,23 @@ class BeautyContest:
         p = self.params
         systems = [prompts.system_prompt(p, int(s), history.total_rounds) for s in group_sizes]
         prefixes = [prompts.public_history(history.public, g) for g in range(p.groups)]
-        descriptions = personas["description"].to_pylist() if p.variant == "P5" else None
+        descriptions = self._persona_texts(personas) if p.variant == "P5" else None
         targets = self._group_targets(history.public, history.round - 1)[groups]
         tails = prompts.agent_tails(p, descriptions, history.own_values, targets, history.round,
                                     history.total_rounds)
         return prompts.chats(systems, prefixes, groups, tails)
+
+    @staticmethod
+    def _persona_texts(personas: pa.Table) -> list[str]:
+        """P5's self-description: the LLM-written background where it passed the consistency
+        gate, else the one-line templated ``description``."""
+        texts = personas["description"]
+        if "background" in personas.column_names:
+            passed = pc.fill_null(personas["background_consistent"], False) \
+                if "background_consistent" in personas.column_names else pa.scalar(True)
+            usable = pc.and_(passed, pc.greater(pc.fill_null(pc.utf8_length(personas["background"]), 0), 0))
+            texts = pc.if_else(usable, personas["background"], texts)
+        return texts.to_pylist()
 
     def context(self, groups: np.ndarray, history: History) -> dict[str, Any]:
         """Numbers for non-LLM backends: rules plus per-agent last mean/target/own pick."""

@@ -114,6 +114,21 @@ def test_prompts_shared_part_first_persona_last() -> None:
     assert "teacher" not in plain[0][1]["content"] and "step by step" not in plain[0][0]["content"]
 
 
+def test_p5_uses_a_gated_background_and_falls_back_to_the_description() -> None:
+    game = BeautyContest(BeautyContestParams(variant="P5"))
+    personas = pa.table({
+        "agent_id": [0, 1, 2],
+        "description": ["A retired teacher.", "A chef.", "A nurse."],
+        "background": ["Maria taught maths for forty years in Lyon.", "Nonsense text.", ""],
+        "background_consistent": [True, False, True],
+    })
+    hist = History(round=1, total_rounds=1, public=None, own_values=np.zeros((3, 0)))
+    chats = game.render(np.arange(3), np.zeros(3, np.int32), personas, hist, np.array([3]))
+    assert chats[0][1]["content"].startswith("About you: Maria taught maths")
+    assert chats[1][1]["content"].startswith("About you: A chef.")  # flagged by the gate
+    assert chats[2][1]["content"].startswith("About you: A nurse.")  # empty background
+
+
 def test_bad_params() -> None:
     with pytest.raises(ValidationError, match="greater than 0"):
         BeautyContestParams(p=0)
