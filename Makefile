@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test ui install clean
+.PHONY: demo demo-backgrounds test ui install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,11 @@ clean:
 
 ui: $(STAMP)
 	$(BIN)/crowdlab ui
+
+# A second demo: 200 personas with LLM-written backgrounds (tiny CPU model), the consistency gate
+# and the population report card.
+demo-backgrounds: $(STAMP)
+	test -f data/runs/tiny-model/config.json || $(BIN)/python -m crowdlab.experiments.backends.tiny_model data/runs/tiny-model
+	$(BIN)/crowdlab personas generate data/populations/backgrounds_demo.yaml -n 200 --seed 1 \
+		-o data/runs/backgrounds_demo --backend experiments/configs/backends/tiny_vllm_cpu.yaml --shard-size 100
+	$(BIN)/crowdlab personas report data/runs/backgrounds_demo

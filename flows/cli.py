@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -176,6 +177,10 @@ def ui_command(
 
 
 def main() -> None:
+    # vLLM configures its loggers at import from the environment: keep engine chatter out of
+    # normal output (it still shows with -v).
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     app()
 
 
