@@ -74,14 +74,14 @@ def time_raw(backend: VLLMBackend, batches: list[RequestBatch]) -> tuple[float, 
     return time.perf_counter() - started, tokens
 
 
-def time_crowdlab(config: dict[str, Any], runs_root: Path, run_id: str) -> tuple[float, int]:
+def time_crowdlab(config: dict[str, Any], runs_root: Path, run_id: str) -> tuple[float, int, float]:
+    """Wall seconds of ``run()``, output tokens, and seconds spent inside ``backend.generate``."""
     started = time.perf_counter()
     result = run(config, run_id=run_id, runs_root=runs_root)
     seconds = time.perf_counter() - started
-    tokens = sum(int(t["output_tokens"]) for t in result.throughput.values()) if result.throughput else 0
-    if not tokens:
-        tokens = int(result.decisions(columns=["output_tokens"])["output_tokens"].to_numpy().sum())
-    return seconds, tokens
+    tokens = int(result.decisions(columns=["output_tokens"])["output_tokens"].to_numpy().sum())
+    busy = sum(float(t.get("engine_busy_s", 0.0)) for t in result.throughput.values())
+    return seconds, tokens, busy
 
 
 def profile_crowdlab(config: dict[str, Any], runs_root: Path) -> None:
@@ -125,13 +125,14 @@ def main() -> None:
         if args.profile:
             profile_crowdlab(config, runs_root)
             return
-        raw_s, crowd_s = [], []
+        raw_s, crowd_s, busy_s = [], [], []
         raw_tokens = crowd_tokens = 0
-        for rep in range(args.repeats):
+        for rep in range(args.repeats):  # interleaved, so machine load drifts hit both paths
             seconds, raw_tokens = time_raw(backend, batches)
             raw_s.append(seconds)
-            seconds, crowd_tokens = time_crowdlab(config, runs_root, f"rep{rep}")
+            seconds, crowd_tokens, busy = time_crowdlab(config, runs_root, f"rep{rep}")
             crowd_s.append(seconds)
+            busy_s.append(busy)
         close_backends()
 
     decisions = args.agents * args.rounds
@@ -141,6 +142,8 @@ def main() -> None:
     print(f"raw LLM.chat:      {raw:8.2f} s  (passes: {', '.join(f'{s:.2f}' for s in raw_s)})")
     print(f"crowdlab run():    {crowd:8.2f} s  (passes: {', '.join(f'{s:.2f}' for s in crowd_s)})")
     print(f"pipeline efficiency (raw / crowdlab): {raw / crowd:.3f}   target >= 0.9")
+    print("in-run share inside backend.generate (load-robust): "
+          + ", ".join(f"{b / c:.4f}" for b, c in zip(busy_s, crowd_s)))
     print(f"output tokens: raw {raw_tokens}, crowdlab {crowd_tokens}")
     print(f"output tokens/s:   raw {raw_tokens / raw:,.0f}   crowdlab {crowd_tokens / crowd:,.0f}")
     print(f"decisions/s:       raw {decisions / raw:,.0f}   crowdlab {decisions / crowd:,.0f}")
