@@ -6,7 +6,7 @@ Public API: ``load_config``, ``run``, and the step functions a Prefect flow wrap
 
 from crowdlab.experiments.config import ExperimentConfig, load_config, validate_config
 from crowdlab.experiments.design import Condition, expand_design
-from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.errors import ConfigError, ShardFailedError
 from crowdlab.experiments.prepare import RunHandle, prepare_run
 from crowdlab.experiments.run_context import close_backends
 from crowdlab.experiments.runner import RunResult, execute, finish_run, run
@@ -15,6 +15,6 @@ from crowdlab.experiments.shard_step import ShardSummary, run_shard
 
 __all__ = [
     "Condition", "ConfigError", "ExperimentConfig", "RoundSummary", "RunHandle", "RunResult",
-    "ShardSummary", "close_backends", "execute", "expand_design", "finish_run", "load_config",
+    "ShardFailedError", "ShardSummary", "close_backends", "execute", "expand_design", "finish_run", "load_config",
     "prepare_run", "run", "run_shard", "settle_round", "validate_config",
 ]

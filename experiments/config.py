@@ -98,6 +98,11 @@ class ExperimentConfig(BaseModel):
     shard_size: int = Field(10_000, ge=1)
     seed: int = 0
     max_concurrent_shards: int = Field(1, ge=1, description="shards of one round run at once")
+    max_failed_share: float = Field(
+        0.01, ge=0, le=1,
+        description="largest share of a shard's requests that may fail in the backend (after its own "
+                    "retries) and still be written as flagged rows; above it the shard is not written, "
+                    "the run stops naming the cause, and re-running resumes by asking those agents again")
     dispatch: DispatchConfig = Field(default_factory=LocalDispatch, description="local threads or Ray actors")
     design: DesignConfig = Field(default_factory=DesignConfig)
 

@@ -12,3 +12,11 @@ class ConfigError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class ShardFailedError(RuntimeError):
+    """Too many of a shard's requests failed in the backend (a server down, say).
+
+    The shard is not written, so re-running the same run id asks those agents again; shards
+    already written stay as they are.
+    """

@@ -23,7 +23,7 @@ from crowdlab.experiments.errors import ConfigError
 from crowdlab.experiments.scenarios import make_scenario
 from crowdlab.experiments.schema import SCHEMA_VERSION
 from crowdlab.experiments.storage import (
-    MANIFEST, PERSONAS, config_hash, now_iso, read_manifest, run_path, versions, write_manifest,
+    MANIFEST, PERSONAS, RESUMABLE_FIELDS, config_hash, now_iso, read_manifest, run_path, versions, write_manifest,
 )
 from crowdlab.parquet_io import write_table_atomic
 
@@ -139,8 +139,8 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
         manifest = read_manifest(run_dir)
         manifest["attempts"] = int(manifest.get("attempts", 1)) + 1
         manifest["status"] = "running"
-        manifest["config"]["max_concurrent_shards"] = config.max_concurrent_shards
-        manifest["config"]["dispatch"] = config.dispatch.model_dump(mode="json")
+        new_config = config.model_dump(mode="json")
+        manifest["config"].update({k: new_config[k] for k in RESUMABLE_FIELDS})
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
         personas = load_population(config)

@@ -87,7 +87,8 @@ def load_context(run_dir: str | Path) -> RunContext:
     """The cached context of ``run_dir`` (reloaded when the folder was re-created)."""
     path = Path(run_dir).resolve()
     manifest = read_manifest(path)
-    key = (str(path), f"{manifest['created_at']}/{manifest['config_hash']}")
+    # The whole config is in the key: a resume may change fields outside the hash (dispatch, ...).
+    key = (str(path), manifest["created_at"], json.dumps(manifest["config"], sort_keys=True))
     with _ctx_lock:
         if key not in _contexts:
             config = validate_config(manifest["config"])

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crowdlab.experiments.backends import RequestBatch, ResponseBatch
+from crowdlab.experiments.errors import ShardFailedError
 from crowdlab.experiments.run_context import RunContext, get_backend, load_context
 from crowdlab.experiments.scenarios import History, Scenario
 from crowdlab.experiments.schema import decisions_schema
@@ -166,6 +167,7 @@ def _model_stats(out: ResponseBatch, seconds: float, engine: str) -> dict[str, A
         "decisions": len(out), "input_tokens": int(out.input_tokens.sum()),
         "output_tokens": int(out.output_tokens.sum()), "backend_s": seconds,
         "failures": sum(e is not None for e in out.errors), "retries": float(out.stats.get("retries", 0.0)),
+        "first_error": next((e for e in out.errors if e is not None), None),
         "prompt_tokens": prompt, "cached_tokens": None if hit is None else float(hit) * prompt,
         "engine": engine,
     }
@@ -260,6 +262,19 @@ def merge_outputs(parts: Sequence[ShardOutput]) -> ShardOutput:
                        stats, sum(p.backend_seconds for p in parts))
 
 
+def _check_failures(ctx: RunContext, output: ShardOutput) -> None:
+    """Refuse to store a shard whose backend failed too often: resume must ask those agents again."""
+    n = output.table.num_rows
+    failed = sum(int(s.get("failures", 0)) for s in output.stats.values())
+    if n == 0 or failed <= ctx.config.max_failed_share * n:
+        return
+    first = next((s["first_error"] for s in output.stats.values() if s.get("first_error")), "")
+    raise ShardFailedError(
+        f"{failed} of {n} requests of shard {output.shard} ({output.condition_id}, replicate {output.replicate}, "
+        f"round {output.round}) failed in the backend (max_failed_share {ctx.config.max_failed_share}); "
+        f"the shard was not written, re-run the same run id to resume. First error: {first}")
+
+
 def write_shard(ctx: RunContext, output: ShardOutput, started: float | None = None) -> ShardSummary:
     """Write a complete shard's decisions atomically (the driver's side); stats go in metadata."""
     lo, hi = ctx.shard_bounds(output.shard)
@@ -267,6 +282,7 @@ def write_shard(ctx: RunContext, output: ShardOutput, started: float | None = No
     if output.table.num_rows != n_expected:
         raise RuntimeError(f"shard {output.shard} of {output.condition_id}/{output.replicate}/round "
                            f"{output.round} has {output.table.num_rows} rows, expected {n_expected}")
+    _check_failures(ctx, output)
     path = decision_path(ctx.run_dir, output.condition_id, output.replicate, output.round, output.shard)
     meta = dict(output.table.schema.metadata or {})
     meta[STATS_KEY] = json.dumps({"models": output.stats}).encode()

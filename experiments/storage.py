@@ -41,9 +41,14 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_text_atomic(json.dumps(manifest, indent=2, sort_keys=False), run_dir / MANIFEST)
 
 
+# Config fields that never change decisions: left out of the hash, so a run may be resumed with
+# other values (more concurrency, a Ray fleet instead of threads, a wider failure tolerance).
+RESUMABLE_FIELDS = ("max_concurrent_shards", "description", "dispatch", "max_failed_share")
+
+
 def config_hash(config_json: dict[str, Any]) -> str:
-    """Hash of everything that changes results (concurrency and dispatch do not)."""
-    data = {k: v for k, v in config_json.items() if k not in ("max_concurrent_shards", "description", "dispatch")}
+    """Hash of everything that changes results (see ``RESUMABLE_FIELDS`` for what does not)."""
+    data = {k: v for k, v in config_json.items() if k not in RESUMABLE_FIELDS}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

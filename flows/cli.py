@@ -105,6 +105,9 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
     except experiments.ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None
+    except experiments.ShardFailedError as exc:
+        console.print(f"[red]run stopped:[/red] {exc}")
+        raise typer.Exit(code=1) from None
     _print_rounds(run_dir)
     console.print(f"run folder: {run_dir}")
     return run_dir

@@ -24,7 +24,7 @@ from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.settings import BackendSettings
 from crowdlab.experiments.seeding import uniforms
 
-_STREAM_VALUE, _STREAM_GARBAGE = 11, 12
+_STREAM_VALUE, _STREAM_GARBAGE, _STREAM_FAILURE = 11, 12, 13
 
 
 class DummyConfig(BackendSettings):
@@ -36,6 +36,7 @@ class DummyConfig(BackendSettings):
     render_prompts: bool = Field(True, description="let the runner build prompts (as for an LLM)")
     garbage_rate: float = Field(0.0, ge=0, le=1, description="share of answers that are not numbers")
     out_of_range_rate: float = Field(0.0, ge=0, le=1, description="share of answers above hi")
+    failure_rate: float = Field(0.0, ge=0, le=1, description="share of calls that fail (a backend error)")
 
     def build(self) -> "DummyBackend":
         return DummyBackend(self)
@@ -116,9 +117,12 @@ class DummyBackend:
         out_tokens = np.fromiter((len(t) // 4 + 1 for t in texts), dtype=np.int64, count=n)
         in_tokens = (np.fromiter((sum(len(m["content"]) for m in chat) // 4 for chat in batch.messages),
                                  dtype=np.int64, count=n) if batch.messages is not None else np.zeros(n, np.int64))
+        failed = uniforms(batch.seeds, _STREAM_FAILURE) < self.config.failure_rate
+        errors = ["dummy: simulated backend failure" if f else None for f in failed.tolist()]
+        texts = ["" if f else t for t, f in zip(texts, failed.tolist())]
         return ResponseBatch(
             texts=texts, input_tokens=in_tokens, output_tokens=out_tokens,
-            latency_s=latencies, errors=[None] * n,
+            latency_s=latencies, errors=errors,
             stats={"batch_wall_s": time.perf_counter() - start},
         )
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from crowdlab.experiments import finish_run, prepare_run, run, run_shard, settle_round
+from crowdlab.experiments import ShardFailedError, finish_run, prepare_run, run, run_shard, settle_round
 
 VOLATILE = ["run_id", "latency_s", "shard"]
 
@@ -79,6 +79,27 @@ def test_invalid_answers_are_kept_flagged_and_counted(base_config: dict, tmp_pat
     assert pooled["n_invalid"] == n_bad == result.n_invalid
     valid_values = d.filter(d["valid"])["value"].to_numpy()
     assert pooled["mean"] == pytest.approx(valid_values.mean())
+
+
+def test_backend_failures_above_the_tolerance_stop_the_run_without_writing_the_shard(
+        base_config: dict, tmp_path: Path) -> None:
+    cfg = dict(base_config, rounds=1, shard_size=200,
+               backend={"kind": "dummy", "latency_s": 0, "failure_rate": 0.2}, max_failed_share=0.05)
+    with pytest.raises(ShardFailedError, match="failed in the backend.*simulated backend failure"):
+        run(cfg, run_id="f", runs_root=tmp_path)
+    run_dir = tmp_path / "test" / "f"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+    assert not list((run_dir / "decisions").rglob("*.parquet"))  # nothing partial, nothing lost
+
+    # Tolerating the failures (the share is not part of the config hash) resumes the same run:
+    # failed calls become flagged rows, counted as invalid, never dropped.
+    result = run(dict(cfg, max_failed_share=0.5), run_id="f", runs_root=tmp_path)
+    d = result.decisions()
+    assert d.num_rows == 600
+    failed = d.filter(pc.equal(d["error"], "dummy: simulated backend failure"))
+    assert 60 < failed.num_rows < 180 and not pc.any(failed["valid"]).as_py()
+    assert result.n_invalid == failed.num_rows
+    assert result.throughput["dummy"]["failures"] == failed.num_rows
 
 
 def test_mixed_models_split_by_share_and_label(base_config: dict, tmp_path: Path) -> None:
