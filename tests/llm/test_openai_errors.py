@@ -21,6 +21,13 @@ from crowdlab.experiments.backends.openai_compat import OpenAIBackendConfig
 FAST_RETRIES = {"max_retries": 2, "backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 
 
+class _DeepBacklogServer(ThreadingHTTPServer):
+    """The default accept backlog (5) refuses connections when the backend opens dozens at once
+    on a busy machine, and a refused request is retried on the next URL."""
+
+    request_queue_size = 256
+
+
 class FakeServer:
     """Answers chat completions; ``fail_first`` requests get HTTP 503, ``garbage`` answers non-JSON."""
 
@@ -61,7 +68,7 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _DeepBacklogServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
