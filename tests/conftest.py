@@ -13,7 +13,12 @@ import pytest
 
 from crowdlab.flows.ui import UIError, stop, wait_healthy
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded in tests
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_ENGINE = {"gpu_memory_utilization": 0.1, "enforce_eager": True, "max_model_len": 1024, "dtype": "float32"}
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -72,3 +77,35 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     finally:
         stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_options() -> dict:
+    return dict(TINY_ENGINE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight chat model built locally (nothing is downloaded)."""
+    from crowdlab.experiments.backends.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_config(tiny_model: Path):
+    from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig
+
+    return VLLMBackendConfig(model=str(tiny_model), **TINY_ENGINE)
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(vllm_config):
+    """The session's one warm vLLM engine (kept in the backend's process cache, so every backend
+    built later with the same model and options, the runner's included, reuses it)."""
+    backend = vllm_config.build()
+    backend.engine  # start it now, once
+    yield backend
+    from crowdlab.experiments.backends.vllm_offline import release_engines
+
+    release_engines()

@@ -1,43 +1,25 @@
 """Backgrounds on the real vLLM engine with the tiny random model, whose texts are nonsense.
 
 The gate must flag every text after the allowed retries, keep every persona, and report the
-contradiction rate. One engine for the session: the model folder and engine options are those of
-tests/llm, and the backend's process-level cache hands the same engine to every backend built
-with them.
+contradiction rate. One engine for the whole test session (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-
-from crowdlab.personas import sample  # noqa: E402
-from crowdlab.personas.backgrounds import add_backgrounds, contradiction_rates  # noqa: E402
-from crowdlab.personas.generate import generate  # noqa: E402
+from crowdlab.personas import sample
+from crowdlab.personas.backgrounds import add_backgrounds, contradiction_rates
+from crowdlab.personas.generate import generate
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
-TINY_ENGINE = {"gpu_memory_utilization": 0.1, "enforce_eager": True, "max_model_len": 1024, "dtype": "float32"}
-
-
 @pytest.fixture(scope="session")
-def tiny_vllm(tmp_path_factory: pytest.TempPathFactory):
-    from crowdlab.experiments.backends import make_backend
-    from crowdlab.experiments.backends.tiny_model import build_tiny_model
-    from crowdlab.experiments.backends.vllm_offline import release_engines
-
-    model = build_tiny_model(tmp_path_factory.mktemp("bg-models") / "tiny-chat")
-    config = {"kind": "vllm", "model": str(model), **TINY_ENGINE}
-    backend = make_backend(config)
-    backend.engine  # start it once
-    yield config, backend
-    release_engines()
+def tiny_vllm(vllm_config, vllm_backend):
+    """(backend config as a dict, warm backend): the session's shared engine."""
+    return vllm_config.model_dump(mode="json"), vllm_backend
 
 
 def test_gate_flags_every_nonsense_text_and_keeps_every_persona(demo_spec, tiny_vllm) -> None:

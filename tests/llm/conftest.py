@@ -1,13 +1,10 @@
-"""Shared fixtures for the LLM backend tests: a tiny random model, one vLLM engine, one server.
+"""Fixtures of the LLM backend tests: a real `vllm serve` subprocess (session-scoped).
 
-The engine and the server are session-scoped (each costs tens of seconds on CPU). The engine is
-started through the backend's process-level cache, so any later backend built with the same
-options (the runner's, for instance) reuses it instead of starting a second one.
+The tiny model and the one in-process vLLM engine of the session live in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -17,18 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+from crowdlab.experiments.backends.tiny_model import build_tiny_model
 
-from crowdlab.experiments.backends.tiny_model import build_tiny_model  # noqa: E402
-
-TINY_ENGINE = {
-    "gpu_memory_utilization": 0.1,
-    "enforce_eager": True,
-    "max_model_len": 1024,
-    "dtype": "float32",
-}
 ANSWER_SCHEMA = {
     "type": "object",
     "properties": {
@@ -45,36 +32,8 @@ def answer_schema() -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_engine_options() -> dict:
-    return dict(TINY_ENGINE)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat")
-
-
-@pytest.fixture(scope="session")
 def tiny_model_without_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-plain", chat_template=False)
-
-
-@pytest.fixture(scope="session")
-def vllm_config(tiny_model: Path):
-    from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig
-
-    return VLLMBackendConfig(model=str(tiny_model), **TINY_ENGINE)
-
-
-@pytest.fixture(scope="session")
-def vllm_backend(vllm_config):
-    """One warm engine for the whole session (kept in the backend's process cache)."""
-    backend = vllm_config.build()
-    backend.engine  # start it now, once
-    yield backend
-    from crowdlab.experiments.backends.vllm_offline import release_engines
-
-    release_engines()
 
 
 def free_port() -> int:
