@@ -24,7 +24,7 @@ from crowdlab.experiments.backends.tiny_model import build_tiny_model  # noqa: E
 from crowdlab.personas import load_spec, sample  # noqa: E402
 from crowdlab.personas import background_prompts as prompts  # noqa: E402
 from crowdlab.personas.backgrounds import STREAM_READ, STREAM_WRITE, add_backgrounds, contradiction_rates, numeric_fields  # noqa: E402
-from crowdlab.personas.hashing import seeds  # noqa: E402
+from crowdlab.hashing import seeds  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "populations" / "backgrounds_demo.yaml"
 TINY = {"gpu_memory_utilization": 0.1, "enforce_eager": True, "max_model_len": 1024, "dtype": "float32"}

@@ -26,7 +26,7 @@ from crowdlab.personas import background_prompts as prompts
 from crowdlab.personas import gate
 from crowdlab.personas.background_spec import BackgroundSpec
 from crowdlab.personas.errors import SpecError
-from crowdlab.personas.hashing import seeds
+from crowdlab.hashing import seeds
 from crowdlab.personas.spec import PopulationSpec, value_type
 
 log = logging.getLogger(__name__)

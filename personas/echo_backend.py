@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from crowdlab.personas.hashing import combine
+from crowdlab.hashing import combine
 
 _FACT = re.compile(r"^- (.+?): (.*)$", re.MULTILINE)
 _SENTENCE = re.compile(r"Their (.+?) is (.*?)\.(?: |$)")

@@ -1,10 +1,10 @@
-"""Vectorised 64-bit hashing (splitmix64) for per-persona seeds and text shingles.
+"""Vectorised 64-bit hashing (splitmix64, Steele, Lea & Flood 2014) shared by every package.
 
-A seed that is a pure function of (population seed, agent_id, stream, try) lets any one persona's
-background be regenerated alone with the text it got in the full run, whatever the sharding.
-The same mixer turns token ids into n-gram hashes for the report card. numpy uint64 arithmetic
-wraps modulo 2**64, which is what the mixer wants; a million values cost milliseconds.
-(The experiments package has its own copy; personas may not import it.)
+Seeds that are pure functions of their keys (run seed, condition, replicate, round, agent_id for
+decisions; population seed, agent_id, stream, try for backgrounds) let any one decision or text
+be reproduced alone, whatever the sharding. The same mixer turns token ids into n-gram hashes
+for the report card. numpy uint64 arithmetic wraps modulo 2**64, which is what the mixer wants;
+a million values cost milliseconds.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ def _u64(part: int | np.ndarray) -> np.ndarray:
     return np.uint64(int(part) & ((1 << 64) - 1))
 
 
-def combine(*parts: int | np.ndarray) -> np.ndarray:
-    """Hash a sequence of integers (scalars or arrays, broadcast) into one uint64 per element."""
-    h = splitmix64(np.uint64(0xB4C6))
+def combine(*parts: int | np.ndarray, salt: int = 0xB4C6) -> np.ndarray:
+    """Hash a sequence of integers (scalars or arrays, broadcast) into one uint64 per element;
+    different salts give independent families of hashes."""
+    h = splitmix64(np.uint64(salt))
     for part in parts:
         h = splitmix64(h ^ _u64(part))
     return np.asarray(h, dtype=np.uint64)
