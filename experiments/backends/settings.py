@@ -7,7 +7,7 @@ an optional ``label`` (the ``model`` column of decisions) and whatever the backe
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from crowdlab.experiments.backends.base import Backend
 
@@ -34,3 +34,14 @@ class BackendSettings(BaseModel):
 
     def display_label(self) -> str:
         return self.label or self.default_label()
+
+
+class LocalModelSettings(BackendSettings):
+    """Common part of backends that load a model themselves (vLLM offline, transformers)."""
+
+    model: str = Field(description="local model folder or Hugging Face hub id")
+    revision: str | None = None
+    chat_template: str | None = Field(None, description="Jinja file or text; needed if the model has none")
+
+    def default_label(self) -> str:
+        return self.model

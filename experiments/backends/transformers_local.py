@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from crowdlab.experiments.backends.settings import BackendSettings
+from crowdlab.experiments.backends.settings import LocalModelSettings
 from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.model_ref import (
     BackendError,
@@ -29,22 +29,16 @@ from crowdlab.experiments.backends.model_ref import (
 logger = logging.getLogger(__name__)
 
 
-class TransformersBackendConfig(BackendSettings):
+class TransformersBackendConfig(LocalModelSettings):
     """Options of the Hugging Face transformers backend."""
 
     kind: Literal["transformers"] = "transformers"
-    model: str = Field(description="local model folder or Hugging Face hub id")
-    revision: str | None = None
-    chat_template: str | None = Field(None, description="Jinja file or text; needed if the model has none")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
     batch_size: int = Field(16, ge=1, description="prompts per generate() call")
 
     def build(self) -> "TransformersBackend":
         return TransformersBackend(self)
-
-    def default_label(self) -> str:
-        return self.model
 
 
 _MODELS: dict[tuple[str, str | None, str, str], tuple[Any, Any]] = {}

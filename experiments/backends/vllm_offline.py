@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from crowdlab.experiments.backends.settings import BackendSettings
+from crowdlab.experiments.backends.settings import LocalModelSettings
 from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.model_ref import (
     BackendError,
@@ -31,13 +31,10 @@ from crowdlab.experiments.backends.model_ref import (
 logger = logging.getLogger(__name__)
 
 
-class VLLMBackendConfig(BackendSettings):
+class VLLMBackendConfig(LocalModelSettings):
     """Options of the offline vLLM backend; engine options are passed straight to ``vllm.LLM``."""
 
     kind: Literal["vllm"] = "vllm"
-    model: str = Field(description="local model folder or Hugging Face hub id")
-    revision: str | None = None
-    chat_template: str | None = Field(None, description="Jinja file or text; needed if the model has none")
     dtype: str = "auto"
     max_model_len: int | None = Field(None, gt=0)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -76,9 +73,6 @@ class VLLMBackendConfig(BackendSettings):
 
     def build(self) -> "VLLMBackend":
         return VLLMBackend(self)
-
-    def default_label(self) -> str:
-        return self.model
 
 
 # --- process-level engine cache -------------------------------------------------------------

@@ -5,6 +5,9 @@ The tiny model and the one in-process vLLM engine of the session live in tests/c
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +75,7 @@ class ServedModel:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()  # its engine processes may still be running
                 raise RuntimeError(f"vllm serve exited early; see {self.log_path}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
@@ -85,13 +89,17 @@ class ServedModel:
     def stop(self) -> None:
         if self.process is None:
             return
+        # The server runs in its own session: signal the whole group, so its engine-core and
+        # worker processes go too (they outlive the API process if it dies during start-up).
         if self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
         self.process = None
 
     def completed_requests(self) -> float:
