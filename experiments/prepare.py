@@ -63,9 +63,9 @@ def load_population(config: ExperimentConfig) -> pa.Table:
         path = Path(pop.spec or "")
         if not path.is_file():
             raise ConfigError("population.spec", f"file not found: {path}")
-        from crowdlab.personas import load_spec, sample  # experiments -> personas only here
+        from crowdlab.personas import sample  # experiments -> personas only here
 
-        table = sample(load_spec(path), pop.n, pop.seed)
+        table = sample(_load_spec(path), pop.n, pop.seed)
     if "agent_id" not in table.column_names:
         raise ConfigError("population", "persona table has no 'agent_id' column")
     if table.num_rows == 0:
@@ -73,9 +73,66 @@ def load_population(config: ExperimentConfig) -> pa.Table:
     return table
 
 
-def check_personas(personas: pa.Table, conditions: list[Condition]) -> None:
+def _load_spec(path: Path) -> Any:
+    from crowdlab.personas import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise ConfigError("population.spec", f"{path}: {exc}") from None
+
+
+def _population_columns(config: ExperimentConfig) -> list[str]:
+    """The persona table's columns, known without sampling it (spec) or reading it (Parquet schema)."""
+    pop = config.population
+    if pop.personas is not None:
+        path = Path(pop.personas)
+        if not path.is_file():
+            raise ConfigError("population.personas", f"file not found: {path}")
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ConfigError("population.personas", f"{path} is not a Parquet file: {exc}") from None
+        if "agent_id" not in names:
+            raise ConfigError("population", "persona table has no 'agent_id' column")
+        return names
+    path = Path(pop.spec or "")
+    if not path.is_file():
+        raise ConfigError("population.spec", f"file not found: {path}")
+    return ["agent_id", *(a.name for a in _load_spec(path).attributes)]
+
+
+def _resumes(run_dir: Path, run_id: str, digest: str, overwrite: bool) -> bool:
+    """True when ``run_dir`` holds this very run (same config hash); refuse a clash unless overwriting."""
+    if (run_dir / MANIFEST).is_file():
+        old = read_manifest(run_dir)
+        if old.get("config_hash") == digest and (run_dir / PERSONAS).is_file() and not overwrite:
+            return True
+        if not overwrite:
+            raise ConfigError("run_id", f"run {run_id!r} already exists at {run_dir} with a different "
+                              "config; choose another run id or pass overwrite=True")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError("run_id", f"{run_dir} exists and is not a crowdlab run; pass overwrite=True")
+    return False
+
+
+def preflight(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,
+              runs_root: str | Path = "data/runs", overwrite: bool = False) -> ExperimentConfig:
+    """Every check ``prepare_run`` makes, without sampling or writing anything (seconds at most).
+
+    The CLI calls it before starting Prefect, so bad input fails with one clean line."""
+    config = as_config(config)
+    conditions = expand_design(config)
+    check_personas(_population_columns(config), conditions)
+    if run_id is not None:
+        digest = config_hash(config.model_dump(mode="json"))
+        _resumes(run_path(runs_root, config.experiment, run_id), run_id, digest, overwrite)
+    return config
+
+
+def check_personas(column_names: list[str], conditions: list[Condition]) -> None:
     """Every condition's prompts and backends find the persona columns they read."""
-    columns = set(personas.column_names)
+    columns = set(column_names)
     for cond in conditions:
         scen = make_scenario(cond.config.scenario)
         missing = scen.required_persona_columns() - columns
@@ -116,26 +173,16 @@ def _manifest(config: ExperimentConfig, conditions: list[Condition], run_id: str
 def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,
                 runs_root: str | Path = "data/runs", overwrite: bool = False) -> RunHandle:
     """Validate, then create (or reopen for resume) the run folder; returns its handle."""
-    config = as_config(config)
+    config = preflight(config)
     conditions = expand_design(config)
     digest = config_hash(config.model_dump(mode="json"))
     run_id = run_id or _new_run_id(digest)
     run_dir = run_path(runs_root, config.experiment, run_id)
 
-    resume = False
-    if (run_dir / MANIFEST).is_file():
-        old = read_manifest(run_dir)
-        if old.get("config_hash") == digest and (run_dir / PERSONAS).is_file() and not overwrite:
-            resume = True
-        elif not overwrite:
-            raise ConfigError("run_id", f"run {run_id!r} already exists at {run_dir} with a different "
-                              "config; choose another run id or pass overwrite=True")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError("run_id", f"{run_dir} exists and is not a crowdlab run; pass overwrite=True")
-
+    resume = _resumes(run_dir, run_id, digest, overwrite)
     if resume:
         personas = pq.read_table(run_dir / PERSONAS)
-        check_personas(personas, conditions)
+        check_personas(personas.column_names, conditions)
         manifest = read_manifest(run_dir)
         manifest["attempts"] = int(manifest.get("attempts", 1)) + 1
         manifest["status"] = "running"
@@ -144,7 +191,7 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
         personas = load_population(config)
-        check_personas(personas, conditions)
+        check_personas(personas.column_names, conditions)
         if run_dir.exists():
             shutil.rmtree(run_dir)
         write_table_atomic(personas, run_dir / PERSONAS)

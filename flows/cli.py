@@ -72,8 +72,8 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
     from crowdlab import experiments
 
     try:
-        # Validate before starting Prefect so bad input fails in a second with a clean message.
-        experiments.load_config(config, overrides)
+        # Every check before starting Prefect, so bad input fails in a second with one clean line.
+        experiments.preflight(experiments.load_config(config, overrides), run_id, runs_root, overwrite)
     except experiments.ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None

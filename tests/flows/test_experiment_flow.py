@@ -113,7 +113,16 @@ def test_overrides_and_bad_input_fail_cleanly(prefect_server: dict[str, str], tm
     clash = run_cli(["run", str(config), "--run-id", "small", "--runs-root", str(runs), "--set", "rounds=2"],
                     prefect_server, tmp_path)
     assert clash.returncode == 2 and "small" in clash.stdout
+    assert "Traceback" not in clash.stdout + clash.stderr  # refused before Prefect starts
     assert decisions.count_rows() == 2 * 1 * 120
+
+    # A population spec that does not validate: one clean line naming the spec's field.
+    bad_spec = tmp_path / "bad_spec.yaml"
+    bad_spec.write_text("name: broken\nattributes:\n  - {name: age, kind: uniform, low: 70, high: 18}\n")
+    spec_error = run_cli(["run", str(config), "--runs-root", str(runs), "--set", f"population.spec={bad_spec}"],
+                         prefect_server, tmp_path)
+    assert spec_error.returncode == 2 and "population.spec" in spec_error.stdout and "low" in spec_error.stdout
+    assert "Traceback" not in spec_error.stdout + spec_error.stderr
 
 
 def test_ephemeral_prefect_by_default(tmp_path: Path, ephemeral_prefect_env: dict[str, str]) -> None:
