@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from crowdlab.flows.ui import UIError, stop, wait_healthy
@@ -109,3 +111,19 @@ def vllm_backend(vllm_config):
     from crowdlab.experiments.backends.vllm_offline import release_engines
 
     release_engines()
+
+
+def persona_table(n: int) -> pa.Table:
+    """A small hand-built persona table: ids, a three-level education, a description for P5."""
+    ids = np.arange(n, dtype=np.int64)
+    education = np.array(["high school", "bachelor's", "doctoral"])[ids % 3]
+    return pa.table({"agent_id": ids, "education": education,
+                     "description": [f"Person {i}, a curious reader." for i in range(n)]})
+
+
+@pytest.fixture
+def personas_path(tmp_path: Path) -> Path:
+    """600 hand-built personas in Parquet (the engine and Ray tests' population)."""
+    from crowdlab.parquet_io import write_table_atomic
+
+    return write_table_atomic(persona_table(600), tmp_path / "personas.parquet")

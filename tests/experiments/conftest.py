@@ -1,31 +1,11 @@
-"""Small hand-built persona tables and configs shared by the experiments tests."""
+"""The experiments tests' base config (its persona file comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pytest
-
-from crowdlab.parquet_io import write_table_atomic
-
-EDUCATION = ["high school", "bachelor's", "doctoral"]
-
-
-def persona_table(n: int) -> pa.Table:
-    ids = np.arange(n, dtype=np.int64)
-    return pa.table({
-        "agent_id": ids,
-        "education": [EDUCATION[i % 3] for i in range(n)],
-        "description": [f"Person {i}, a curious reader." for i in range(n)],
-    })
-
-
-@pytest.fixture
-def personas_path(tmp_path: Path) -> Path:
-    return write_table_atomic(persona_table(600), tmp_path / "personas.parquet")
 
 
 @pytest.fixture

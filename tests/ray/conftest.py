@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -21,7 +20,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from crowdlab.parquet_io import write_table_atomic  # noqa: E402
 
 LOGICAL_GPUS = 4
 VOLATILE = ["run_id", "latency_s", "shard"]
@@ -36,18 +34,6 @@ def ray_cluster() -> Iterator[dict[str, float]]:
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
-
-
-def persona_table(n: int) -> pa.Table:
-    ids = np.arange(n, dtype=np.int64)
-    education = np.array(["high school", "bachelor's", "doctoral"])[ids % 3]
-    return pa.table({"agent_id": ids, "education": education,
-                     "description": [f"Person {i}, a curious reader." for i in range(n)]})
-
-
-@pytest.fixture
-def personas_path(tmp_path: Path) -> Path:
-    return write_table_atomic(persona_table(600), tmp_path / "personas.parquet")
 
 
 @pytest.fixture
