@@ -1,11 +1,21 @@
-"""A stand-in for one GPU inference engine, to judge fleet scaling without GPUs.
+"""A stand-in for GPU inference engines, to judge fleet scaling without GPUs.
 
 A real engine (vLLM on one GPU) serves a shard as one big batch whose time grows with its size:
 ``latency = fixed_latency_s + n / throughput``. This backend sleeps exactly that long per
-``generate`` call (one call at a time per instance, as one engine works through one batch after
-another) and answers at random from the request seeds, like the dummy backend. The default
-throughput, 430 decisions/s, is what the AgentScope paper's P1 run implies per A100 (1M agents
-in 12 minutes on 32 GPUs, about 1 output token each; see docs/reference).
+``generate`` call and answers at random from the request seeds, like the dummy backend.
+
+* ``throughput`` is an assumption, not a measurement. The default, 430 decisions/s, is about 10x
+  what the AgentScope paper measured per A100 in its P1 run (1M decisions in 12 minutes on 32
+  GPUs = 43 decisions/s per GPU, two LLM calls each); it stands for a modern engine serving
+  one-token answers with prefix caching, and it makes the driver's job 10x harder than the paper's.
+* ``engines``: how many engines one instance models. Each engine works through one batch after
+  another; ``engines`` of them serve that many batches at once. A Ray actor holding such an
+  instance is a simulated node (``gpus_per_engine: engines``), so a 256-engine fleet fits in a
+  few worker processes on a small machine, while the driver sees the same number of batches in
+  flight as with 256 one-GPU actors.
+* ``time_scale``: every sleep is divided by it, so a long fleet run finishes sooner; figures
+  in modelled seconds are wall seconds x ``time_scale``. The driver's work per decision is not
+  scaled, so a scaled run is harder on the driver than the modelled fleet, never easier.
 """
 
 from __future__ import annotations
@@ -28,35 +38,43 @@ class SimulatedGPUConfig(BackendSettings):
     """Per-engine throughput and fixed per-batch cost of the simulated engine."""
 
     kind: Literal["simulated_gpu"] = "simulated_gpu"
-    throughput: float = Field(430.0, gt=0, description="decisions per second of one engine")
+    throughput: float = Field(430.0, gt=0, description="decisions per second of one engine (an assumption)")
     fixed_latency_s: float = Field(0.05, ge=0, description="per-batch cost (scheduling, prefill start)")
     output_tokens: int = Field(1, ge=1, description="tokens per answer (P1: about 1)")
     render_prompts: bool = Field(False, description="let the runner build prompts (CPU cost of a real LLM run)")
+    engines: int = Field(1, ge=1, description="engines this instance models, each serving one batch at a time")
+    time_scale: float = Field(1.0, gt=0, description="sleeps are divided by this (modelled s = wall s x time_scale)")
+
+    @property
+    def parallel_batches(self) -> int:
+        """Batches one instance serves at once (a Ray actor runs that many shards concurrently)."""
+        return self.engines
 
     def build(self) -> "SimulatedGPUBackend":
         return SimulatedGPUBackend(self)
 
 
 class SimulatedGPUBackend:
-    """Sleeps ``fixed + n / throughput`` per batch, batches one after another; random answers."""
+    """Sleeps ``(fixed + n / throughput) / time_scale`` per batch on one of ``engines`` engines."""
 
     name = "simulated_gpu"
 
     def __init__(self, config: SimulatedGPUConfig) -> None:
         self.config = config
         self.needs_prompts = config.render_prompts
-        self._engine = threading.Lock()  # one batch at a time, like one GPU
+        self._engines = threading.Semaphore(config.engines)  # each engine: one batch at a time
 
     def batch_seconds(self, n: int) -> float:
+        """Modelled seconds of one batch of ``n`` requests on one engine."""
         return self.config.fixed_latency_s + n / self.config.throughput
 
     def generate(self, batch: RequestBatch) -> ResponseBatch:
         n = len(batch)
         lo, hi = float(batch.context.get("lo", 0.0)), float(batch.context.get("hi", 100.0))
         values = np.round(lo + (hi - lo) * uniforms(batch.seeds, _STREAM_VALUE), 0)
-        with self._engine:
-            seconds = self.batch_seconds(n) if n else 0.0
-            time.sleep(seconds)
+        seconds = self.batch_seconds(n) if n else 0.0
+        with self._engines:
+            time.sleep(seconds / self.config.time_scale)
         in_tokens = (np.fromiter((sum(len(m["content"]) for m in chat) // 4 for chat in batch.messages),
                                  dtype=np.int64, count=n) if batch.messages is not None else np.zeros(n, np.int64))
         return ResponseBatch(
