@@ -23,14 +23,36 @@ def run_path(runs_root: str | Path, experiment: str, run_id: str) -> Path:
     return Path(runs_root) / experiment / run_id
 
 
+# Folder names carry the keys for people, not for readers: ``c000/replicate-0/round-1``, not the
+# hive form ``condition_id=c000/replicate=0/round=1``. Hive names made pandas, pyarrow and DuckDB
+# add inferred partition columns (dictionary strings, int32 or int64 by reader) beside the same
+# columns stored in the files, and pandas.read_parquet("<run>/decisions") failed to merge them.
+# Without ``key=value`` segments every reader takes the files' own columns with the schema's
+# types. Runs written before the change keep their hive folders; the functions below go on
+# using them for those runs, so resuming an old run never writes a shard twice.
+_HIVE_PREFIX = "condition_id="
+
+
+def _condition_dir(run_dir: Path, table: str, condition_id: str) -> tuple[Path, bool]:
+    """The condition's folder under ``decisions/`` or ``rounds/`` and whether it is a hive one."""
+    hive = run_dir / table / f"{_HIVE_PREFIX}{condition_id}"
+    if hive.is_dir():
+        return hive, True
+    return run_dir / table / condition_id, False
+
+
 def decision_path(run_dir: Path, condition_id: str, replicate: int, round_: int, shard: int) -> Path:
-    return (run_dir / "decisions" / f"condition_id={condition_id}" / f"replicate={replicate}"
-            / f"round={round_}" / f"shard-{shard:05d}.parquet")
+    folder, hive = _condition_dir(run_dir, "decisions", condition_id)
+    if hive:
+        return folder / f"replicate={replicate}" / f"round={round_}" / f"shard-{shard:05d}.parquet"
+    return folder / f"replicate-{replicate}" / f"round-{round_}" / f"shard-{shard:05d}.parquet"
 
 
 def round_part_path(run_dir: Path, condition_id: str, replicate: int, round_: int) -> Path:
-    return (run_dir / "rounds" / f"condition_id={condition_id}" / f"replicate={replicate}"
-            / f"round={round_}.parquet")
+    folder, hive = _condition_dir(run_dir, "rounds", condition_id)
+    if hive:
+        return folder / f"replicate={replicate}" / f"round={round_}.parquet"
+    return folder / f"replicate-{replicate}" / f"round-{round_}.parquet"
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
