@@ -41,7 +41,7 @@ def test_run_writes_the_contracted_layout(base_config: dict, tmp_path: Path) -> 
     assert manifest["status"] == "completed" and manifest["n_shards"] == 3
     assert manifest["counts"]["decisions"] == 600 * 3 * 2 * 2 == result.n_decisions
     assert (run_dir / "personas" / "personas.parquet").is_file()
-    assert (run_dir / "decisions" / "condition_id=c001" / "replicate=1" / "round=3" / "shard-00002.parquet").is_file()
+    assert (run_dir / "decisions" / "c001" / "replicate-1" / "round-3" / "shard-00002.parquet").is_file()
     assert calls[-1] == (36, 36)
     decisions = result.decisions()
     assert decisions.num_rows == 7200
@@ -150,7 +150,7 @@ def test_resume_after_kill_equals_uninterrupted_run(base_config: dict, tmp_path:
                                                       "garbage_rate": 0.05})
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg), "killed", str(tmp_path)],
                             env={**os.environ, "PYTHONHASHSEED": "0"})
-    round2 = tmp_path / "test" / "killed" / "decisions" / "condition_id=c000" / "replicate=0" / "round=2"
+    round2 = tmp_path / "test" / "killed" / "decisions" / "c000" / "replicate-0" / "round-2"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(round2.glob("shard-*.parquet"))) < 3:
         time.sleep(0.01)
