@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Variant = Literal["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
 
 STEP_BY_STEP: frozenset[str] = frozenset({"P2", "P3", "P4", "P5", "P6", "P7"})
+
+
+_FRACTION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*/\s*([0-9]+(?:\.[0-9]*)?)\s*")
+
+
+def parse_fraction(text: str) -> float:
+    """``"2/3"`` -> 0.666..., the way people write the game's multiplier."""
+    match = _FRACTION.fullmatch(text)
+    if not match:
+        raise ValueError(f"expected a number or a fraction such as 2/3, got {text!r}")
+    numerator, denominator = (float(g) for g in match.groups())
+    if denominator == 0:
+        raise ValueError(f"{text!r} divides by zero")
+    return numerator / denominator
 
 
 class BeautyContestParams(BaseModel):
@@ -22,7 +37,7 @@ class BeautyContestParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["beauty_contest"] = "beauty_contest"
-    p: float = Field(2 / 3, gt=0, description="multiplier of the average")
+    p: float = Field(2 / 3, gt=0, description="multiplier of the average: a number or a fraction, e.g. 2/3")
     offset: float = Field(0.0, description="added to p x average (paper's P7: 5)")
     lo: float = 0.0
     hi: float = 100.0
@@ -31,6 +46,14 @@ class BeautyContestParams(BaseModel):
     mention_classic: bool = Field(False, description="tell agents this is the classic game")
     max_reasoning_chars: int = Field(400, ge=20, le=4000)
     integer_only: bool = False
+
+    @field_validator("p", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any) -> Any:
+        """``p: 2/3`` (YAML reads it as the string "2/3") is exactly 2/3, not a rounded 0.6667."""
+        if isinstance(value, str) and "/" in value:
+            return parse_fraction(value)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "BeautyContestParams":
