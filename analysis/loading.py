@@ -28,10 +28,13 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
+#: Invalid answers per cause in the rounds table; runs written before they existed read as null.
+CAUSE_COLUMNS: tuple[str, ...] = ("n_unparseable", "n_out_of_range", "n_truncated", "n_backend_error")
 #: Columns of the rounds table that are not design factors (contract order, then factors).
 ROUND_FIXED_COLUMNS: tuple[str, ...] = (
     "run_id", "condition_id", "replicate", "round", "group", "n", "n_valid", "n_invalid", "mean",
     "median", "std", "target", "winning_value", "n_winners", "winner_ids", "p", "offset", "lo", "hi",
+    *CAUSE_COLUMNS,
 )
 #: Columns of the decisions table that are not design factors.
 DECISION_FIXED_COLUMNS: tuple[str, ...] = (
@@ -137,6 +140,9 @@ class RunData:
             frame = table.to_pandas()
             if "run_id" not in frame:
                 frame.insert(0, "run_id", run_id)
+            for column in CAUSE_COLUMNS:
+                if column not in frame:  # a run from before invalid answers were counted by cause
+                    frame[column] = pd.Series(pd.NA, index=frame.index, dtype="Int64")
             frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=list(ROUND_FIXED_COLUMNS))

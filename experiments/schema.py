@@ -23,7 +23,9 @@ DECISIONS_FIELDS: list[pa.Field] = [
     pa.field("text", pa.string(), metadata={"meaning": "raw answer text as returned"}),
     pa.field("value", pa.float64(), metadata={"meaning": "parsed answer; null when unparseable"}),
     pa.field("valid", pa.bool_(), nullable=False),
-    pa.field("error", pa.string(), metadata={"meaning": "unparseable, out_of_range or backend error"}),
+    pa.field("error", pa.string(), metadata={
+        "meaning": "null when valid; else the cause: unparseable, out_of_range, truncated, or "
+                   "'backend_error: <message>'"}),
     pa.field("input_tokens", pa.int32()),
     pa.field("output_tokens", pa.int32()),
     pa.field("latency_s", pa.float64(), metadata={"unit": "seconds"}),
@@ -48,6 +50,13 @@ ROUND_OUTCOME_SCHEMA = pa.schema([
     pa.field("hi", pa.float64()),
 ])
 
+#: Why a decision is invalid: the ``error`` column starts with one of these (a backend error
+#: carries its message after ``backend_error: ``). Each has a count column in the rounds table.
+INVALID_CAUSES: tuple[str, ...] = ("unparseable", "out_of_range", "truncated", "backend_error")
+
+#: Per-cause invalid counts of a rounds row (they add up to ``n_invalid``).
+ROUND_CAUSE_FIELDS: list[pa.Field] = [pa.field(f"n_{cause}", pa.int64()) for cause in INVALID_CAUSES]
+
 ROUND_KEY_FIELDS: list[pa.Field] = [
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("condition_id", pa.string(), nullable=False),
@@ -67,6 +76,7 @@ def decisions_schema(factor_names: list[str]) -> pa.Schema:
 
 
 def rounds_schema(factor_names: list[str]) -> pa.Schema:
-    """Rounds rows: keys, the scenario outcome, then the factor columns."""
-    return pa.schema(ROUND_KEY_FIELDS + list(ROUND_OUTCOME_SCHEMA) + _factor_fields(factor_names),
+    """Rounds rows: keys, the scenario outcome, invalid counts per cause, then the factor columns."""
+    return pa.schema(ROUND_KEY_FIELDS + list(ROUND_OUTCOME_SCHEMA) + ROUND_CAUSE_FIELDS
+                     + _factor_fields(factor_names),
                      metadata={"crowdlab_schema": f"rounds/{SCHEMA_VERSION}"})

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crowdlab.experiments.run_context import load_context
-from crowdlab.experiments.schema import rounds_schema
+from crowdlab.experiments.schema import INVALID_CAUSES, rounds_schema
 from crowdlab.experiments.storage import decision_path, round_part_path
 from crowdlab.parquet_io import write_table_atomic
 
@@ -36,6 +37,21 @@ def _summary(part: pa.Table, condition_id: str, replicate: int, round_: int, ski
                         row["mean"], row["target"], skipped)
 
 
+def cause_counts(decisions: pa.Table, groups: np.ndarray) -> dict[str, pa.Array]:
+    """``n_<cause>`` per outcome row: invalid decisions by the cause their ``error`` starts with,
+    for each entry of ``groups`` (-1 = every group)."""
+    group = decisions["group"].to_numpy()
+    error = pc.fill_null(decisions["error"], "") if "error" in decisions.column_names \
+        else pa.array([""] * decisions.num_rows, pa.string())
+    out = {}
+    for cause in INVALID_CAUSES:
+        hit = pc.starts_with(error, cause).to_numpy(zero_copy_only=False)
+        per_group = np.bincount(group[hit], minlength=int(max(groups.max(initial=0), group.max(initial=0))) + 1)
+        out[f"n_{cause}"] = pa.array(np.where(groups < 0, int(hit.sum()), per_group[np.maximum(groups, 0)]),
+                                     pa.int64())
+    return out
+
+
 def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: int) -> RoundSummary:
     """Compute the round's outcome from every shard file and write its rounds part once."""
     ctx = load_context(run_dir)
@@ -47,8 +63,10 @@ def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: 
     if missing:
         raise RuntimeError(f"cannot settle {condition_id}/{replicate}/round {round}: "
                            f"{len(missing)} shard file(s) missing, e.g. {missing[:3]}")
-    decisions = pa.concat_tables(pq.read_table(p, columns=["agent_id", "group", "value", "valid"]) for p in paths)
+    decisions = pa.concat_tables(pq.read_table(p, columns=["agent_id", "group", "value", "valid", "error"])
+                                 for p in paths)
     outcome = ctx.scenario(condition_id).settle(decisions)
+    causes = cause_counts(decisions, outcome["group"].to_numpy())
     n = outcome.num_rows
     cond = ctx.conditions[condition_id]
     schema = rounds_schema(ctx.factor_names)
@@ -59,7 +77,7 @@ def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: 
         "round": pa.array([round] * n, pa.int32()),
     }
     factors = {name: pa.array([cond.factors[name]] * n, pa.string()) for name in ctx.factor_names}
-    arrays = [keys.get(f.name) or factors.get(f.name) or outcome[f.name] for f in schema]
+    arrays = [keys.get(f.name) or factors.get(f.name) or causes.get(f.name) or outcome[f.name] for f in schema]
     part = pa.Table.from_arrays(arrays, schema=schema)
     write_table_atomic(part, part_path)
     return _summary(part, condition_id, replicate, round, False)

@@ -95,6 +95,8 @@ def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int
     """Settled outcomes of rounds before ``round_`` and this shard's own earlier answers."""
     lo, hi = ctx.shard_bounds(shard)
     own = np.full((hi - lo, round_ - 1), np.nan)
+    with_texts = bool(getattr(ctx.scenario(condition_id), "remembers_texts", False))
+    texts: list[pa.Array] = []
     parts = []
     for k in range(1, round_):
         part = round_part_path(ctx.run_dir, condition_id, replicate, k)
@@ -102,15 +104,20 @@ def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int
             raise RuntimeError(f"round {k} of {condition_id}/{replicate} is not settled yet")
         parts.append(pq.read_table(part, columns=["round", "group", "mean", "target", "winning_value"]))
         mine = pq.read_table(decision_path(ctx.run_dir, condition_id, replicate, k, shard),
-                             columns=["value", "valid"])
+                             columns=["value", "valid", "text"] if with_texts else ["value", "valid"])
+        if with_texts:
+            texts.append(mine["text"].combine_chunks())
         own[:, k - 1] = np.where(mine["valid"].to_numpy(zero_copy_only=False),
                                  mine["value"].to_numpy(zero_copy_only=False).astype(np.float64), np.nan)
     public = pa.concat_tables(parts) if parts else None
-    return History(round=round_, total_rounds=ctx.config.rounds, public=public, own_values=own)
+    return History(round=round_, total_rounds=ctx.config.rounds, public=public, own_values=own,
+                   own_texts=tuple(texts))
 
 
 def _subset(history: History, mask: np.ndarray) -> History:
-    return History(history.round, history.total_rounds, history.public, history.own_values[mask])
+    keep = pa.array(mask)
+    return History(history.round, history.total_rounds, history.public, history.own_values[mask],
+                   tuple(t.filter(keep) for t in history.own_texts))
 
 
 def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarray, ids: np.ndarray,
@@ -194,6 +201,7 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     texts = np.empty(n, dtype=object)
     values = np.full(n, np.nan)
     backend_err = np.full(n, None, dtype=object)
+    truncated = np.zeros(n, dtype=bool)
     in_tok = np.zeros(n, np.int64)
     out_tok = np.zeros(n, np.int64)
     latency = np.zeros(n)
@@ -211,13 +219,21 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
         stats[label] = _model_stats(out, seconds, engine)
         texts[mask] = out.texts
         backend_err[mask] = out.errors
+        if out.truncated is not None:
+            truncated[mask] = out.truncated
         values[mask] = out.values if out.values is not None else scenario.parse(list(out.texts))
         in_tok[mask], out_tok[mask], latency[mask] = out.input_tokens, out.output_tokens, out.latency_s
 
     failed = np.not_equal(backend_err, None)
     values[failed] = np.nan
     valid, errors = scenario.check(values)
-    errors_arr = np.where(failed, backend_err, np.array(errors, dtype=object))
+    # One cause per invalid row (schema.INVALID_CAUSES): a backend error, else an answer cut off
+    # at max_tokens (invalid even where a number could be read from its start), else the check's.
+    truncated &= ~failed
+    valid = valid & ~truncated
+    errors_arr = np.array(errors, dtype=object)
+    errors_arr[truncated] = "truncated"
+    errors_arr[failed] = [_backend_error(e) for e in backend_err[failed].tolist()]
     labels = np.array([label for label, _ in all_models], dtype=object)[model_index]
 
     schema = decisions_schema(ctx.factor_names)
@@ -247,6 +263,11 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
         rows = np.flatnonzero(np.isin(model_index, list(wanted)))
         table = table.take(pa.array(rows))
     return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s)
+
+
+def _backend_error(message: str) -> str:
+    """The ``error`` value of a failed call: cause ``backend_error`` then the backend's message."""
+    return message if message.startswith("backend_error") else f"backend_error: {message}"
 
 
 def merge_outputs(parts: Sequence[ShardOutput]) -> ShardOutput:

@@ -57,7 +57,9 @@ class ResponseBatch:
     """Columnar responses, one entry per request and in request order.
 
     ``values`` is filled by backends that produce the decision directly (behavioural baseline,
-    dummy); LLM backends leave it ``None`` and the scenario parses ``texts``.
+    dummy); LLM backends leave it ``None`` and the scenario parses ``texts``. ``truncated`` marks
+    answers the engine cut off at ``max_tokens`` (finish reason ``length``); ``None`` when the
+    backend cannot tell or never truncates.
     """
 
     texts: list[str]
@@ -67,6 +69,7 @@ class ResponseBatch:
     errors: list[str | None]
     values: np.ndarray | None = None  # float64, NaN where no value
     stats: dict[str, float] = field(default_factory=dict)  # engine counters, e.g. prefix-cache hits
+    truncated: np.ndarray | None = None  # bool, shape (n,): stopped by max_tokens
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -7,7 +7,9 @@ does not fail its share of the shard. Retries use tenacity (exponential backoff 
 with the error, never an exception that would lose the rest of the batch.
 
 The API key is read from the environment variable named in config at call time; it is never
-stored on the backend, logged or returned by ``describe()``.
+stored on the backend, logged or returned by ``describe()``. A value of ``api_key_env`` that
+looks like a key rather than a variable's name is refused without being echoed, and URLs in
+messages and ``describe()`` have their credentials redacted (``crowdlab.experiments.redaction``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import re
 import time
 from typing import Any, Literal
 
@@ -27,8 +30,25 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from crowdlab.experiments.backends.settings import BackendSettings
 from crowdlab.experiments.backends.base import Message, RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.model_ref import BackendError
+from crowdlab.experiments.redaction import redact, redact_text
 
 logger = logging.getLogger(__name__)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prefixes of common API keys and tokens (OpenAI, Anthropic, Hugging Face, Groq, GitHub, Slack, ...).
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-", "hf_", "gsk_", "ghp_", "gho_", "ghs_", "github_pat_", "xai-",
+                 "xoxb-", "xoxp-", "AIza", "glpat-", "nvapi-", "pplx-", "r8_")
+
+
+def looks_like_a_key(value: str) -> bool:
+    """True when ``value`` cannot be, or is unlikely to be, an environment variable's name.
+
+    Variable names are letters, digits and underscores, and in practice short and not random:
+    a known key prefix, or 24+ characters mixing upper case, lower case and digits, mean a key."""
+    if not _ENV_NAME.fullmatch(value) or value.startswith(_KEY_PREFIXES):
+        return True
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return len(value) >= 24 and mixed
 
 
 class OpenAIBackendConfig(BackendSettings):
@@ -50,6 +70,22 @@ class OpenAIBackendConfig(BackendSettings):
     )
     send_seed: bool = Field(True, description="send each request's seed (reproducible on vLLM)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str | None) -> str | None:
+        # The message never repeats the value: it may be the key itself.
+        if name is not None and looks_like_a_key(name):
+            raise ValueError("must be the NAME of an environment variable that holds the key (e.g. "
+                             "OPENAI_API_KEY), not the key itself; the value given looks like a key, "
+                             "so it was not stored: export it and give the variable's name")
+        return name
+
+    def check_environment(self) -> None:
+        """The key variable is set (checked before a run starts and when the backend is built)."""
+        if self.api_key_env is not None and not os.environ.get(self.api_key_env):
+            raise BackendError(f"api_key_env names {self.api_key_env!r} but that environment variable is "
+                               f"empty (backend for model {self.model!r})")
 
     @field_validator("base_urls", mode="before")
     @classmethod
@@ -98,11 +134,8 @@ class OpenAIBackend:
         self.config = config
         self.name = config.display_label()
         self._urls = [chat_completions_url(url) for url in config.base_urls]
-        if config.api_key_env is not None and not os.environ.get(config.api_key_env):
-            raise BackendError(
-                f"api_key_env names {config.api_key_env!r} but that environment variable is empty "
-                f"(backend for model {config.model!r})"
-            )
+        self._shown_urls = [redact_text(url) for url in self._urls]  # what messages and logs show
+        config.check_environment()
 
     # --- request bodies ----------------------------------------------------------------------
 
@@ -167,6 +200,7 @@ class OpenAIBackend:
         input_tokens = np.zeros(n, dtype=np.int64)
         output_tokens = np.zeros(n, dtype=np.int64)
         latency = np.zeros(n, dtype=np.float64)
+        truncated = np.zeros(n, dtype=bool)
         seeds = batch.seeds.tolist()
         messages = batch.messages
         assert messages is not None
@@ -177,9 +211,9 @@ class OpenAIBackend:
                 started = time.perf_counter()
                 try:
                     payload = await self._post_with_retries(client, i, body)
-                    texts[i], input_tokens[i], output_tokens[i] = _read_completion(payload)
+                    texts[i], input_tokens[i], output_tokens[i], truncated[i] = _read_completion(payload)
                 except Exception as exc:  # every failure becomes this row's error
-                    errors[i] = _describe_failure(exc)
+                    errors[i] = redact_text(_describe_failure(exc))
                 latency[i] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -189,7 +223,7 @@ class OpenAIBackend:
         failed = sum(e is not None for e in errors)
         if failed:
             first = next(e for e in errors if e is not None)
-            logger.warning("%d of %d requests to %s failed; first error: %s", failed, n, self._urls, first)
+            logger.warning("%d of %d requests to %s failed; first error: %s", failed, n, self._shown_urls, first)
         return ResponseBatch(
             texts=texts,
             input_tokens=input_tokens,
@@ -202,6 +236,7 @@ class OpenAIBackend:
                 "output_tokens": float(output_tokens.sum()),
                 "output_tokens_per_s": float(output_tokens.sum()) / elapsed if elapsed > 0 else 0.0,
             },
+            truncated=truncated,
         )
 
     async def _post_with_retries(self, client: httpx.AsyncClient, i: int, body: dict[str, Any]) -> Any:
@@ -217,12 +252,12 @@ class OpenAIBackend:
         )
         async for attempt in retrying:
             with attempt:
-                url = self._urls[(i + attempt_no) % len(self._urls)]  # a retry moves on
+                index = (i + attempt_no) % len(self._urls)  # a retry moves on
                 attempt_no += 1
                 try:
-                    return await _post_once(client, url, body)
+                    return await _post_once(client, self._urls[index], body, self._shown_urls[index])
                 except httpx.TransportError as exc:
-                    raise type(exc)(f"{url}: {type(exc).__name__}: {exc}") from exc
+                    raise type(exc)(redact_text(f"{self._shown_urls[index]}: {type(exc).__name__}: {exc}")) from exc
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     def describe(self) -> dict[str, Any]:
@@ -232,21 +267,23 @@ class OpenAIBackend:
             "name": self.name,
             "model": self.config.model,
             "revision": None,
-            "base_urls": list(self.config.base_urls),
+            "base_urls": [redact_text(url) for url in self.config.base_urls],
             "api_key_env": self.config.api_key_env,
             "max_concurrency": self.config.max_concurrency,
             "timeout_s": self.config.timeout_s,
             "max_retries": self.config.max_retries,
             "structured_output": self.config.structured_output,
-            "extra_body": self.config.extra_body,
+            "extra_body": redact(self.config.extra_body),
         }
 
     def close(self) -> None:
         """Nothing to release: connections live only inside one ``generate`` call."""
 
 
-async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Any:
+async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], shown: str) -> Any:
+    """One attempt; messages name the URL as ``shown`` (credentials redacted)."""
     response = await client.post(url, json=body)
+    url = shown
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableHTTPError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
     if response.status_code >= 400:
@@ -257,13 +294,16 @@ async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
         raise RequestFailed(f"{url}: server returned non-JSON: {response.text[:100]!r}") from None
 
 
-def _read_completion(payload: Any) -> tuple[str, int, int]:
+def _read_completion(payload: Any) -> tuple[str, int, int, bool]:
+    """Text, prompt tokens, completion tokens, and whether ``max_tokens`` cut the answer off."""
     try:
-        text = payload["choices"][0]["message"]["content"] or ""
+        choice = payload["choices"][0]
+        text = choice["message"]["content"] or ""
     except (KeyError, IndexError, TypeError):
         raise RequestFailed(f"response is not a chat completion: {str(payload)[:200]}") from None
     usage = payload.get("usage") or {}
-    return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    truncated = choice.get("finish_reason") == "length"
+    return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), truncated
 
 
 def _describe_failure(exc: Exception) -> str:

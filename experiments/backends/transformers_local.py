@@ -93,20 +93,22 @@ class TransformersBackend:
         input_tokens = np.zeros(n, dtype=np.int64)
         output_tokens = np.zeros(n, dtype=np.int64)
         latency = np.zeros(n, dtype=np.float64)
+        truncated = np.zeros(n, dtype=bool)
         size = self.config.batch_size
         for start in range(0, n, size):
             stop = min(start + size, n)
             began = time.perf_counter()
             try:
                 out = self._generate_chunk(batch, start, stop)
-                texts[start:stop], input_tokens[start:stop], output_tokens[start:stop] = out
+                (texts[start:stop], input_tokens[start:stop], output_tokens[start:stop],
+                 truncated[start:stop]) = out
             except Exception as exc:
                 logger.exception("transformers generate failed (%s)", self.config.model)
                 errors[start:stop] = [f"transformers error ({self.config.model}): {exc}"] * (stop - start)
             latency[start:stop] = (time.perf_counter() - began) / (stop - start)
-        return ResponseBatch(texts, input_tokens, output_tokens, latency, errors)
+        return ResponseBatch(texts, input_tokens, output_tokens, latency, errors, truncated=truncated)
 
-    def _generate_chunk(self, batch: RequestBatch, start: int, stop: int) -> tuple[list[str], Any, Any]:
+    def _generate_chunk(self, batch: RequestBatch, start: int, stop: int) -> tuple[list[str], Any, Any, Any]:
         import torch
 
         tokenizer, model = self._tokenizer_and_model()
@@ -135,7 +137,12 @@ class TransformersBackend:
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         prompt_lengths = encoded["attention_mask"].sum(dim=1).cpu().numpy()
         ends = (new_tokens != tokenizer.pad_token_id) & (new_tokens != tokenizer.eos_token_id)
-        return texts, prompt_lengths, ends.sum(dim=1).cpu().numpy()
+        # Cut off: the whole max_new_tokens budget was used and no stop token came.
+        stop_ids = model.generation_config.eos_token_id
+        stop_ids = [tokenizer.eos_token_id, *(stop_ids if isinstance(stop_ids, list) else [stop_ids])]
+        stopped = torch.isin(new_tokens, torch.tensor([t for t in stop_ids if t is not None])).any(dim=1)
+        truncated = (~stopped) & (new_tokens.shape[1] >= s.max_tokens)
+        return texts, prompt_lengths, ends.sum(dim=1).cpu().numpy(), truncated.cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

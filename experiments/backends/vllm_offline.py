@@ -236,7 +236,7 @@ def _to_responses(outputs: list[Any], elapsed: float) -> ResponseBatch:
     input_tokens = np.fromiter((len(out.prompt_token_ids) for out in outputs), np.int64, n)
     output_tokens = np.fromiter((len(out.outputs[0].token_ids) for out in outputs), np.int64, n)
     cached = np.fromiter((out.num_cached_tokens or 0 for out in outputs), np.int64, n)
-    truncated = sum(out.outputs[0].finish_reason == "length" for out in outputs)
+    truncated = np.fromiter((out.outputs[0].finish_reason == "length" for out in outputs), bool, n)
     prompt_total = int(input_tokens.sum())
     stats = {
         "batch_seconds": elapsed,
@@ -244,7 +244,7 @@ def _to_responses(outputs: list[Any], elapsed: float) -> ResponseBatch:
         "output_tokens": float(output_tokens.sum()),
         "output_tokens_per_s": float(output_tokens.sum()) / elapsed if elapsed > 0 else 0.0,
         "prefix_cache_hit_rate": float(cached.sum()) / prompt_total if prompt_total else 0.0,
-        "truncated": float(truncated),
+        "truncated": float(truncated.sum()),
     }
     return ResponseBatch(
         texts=texts,
@@ -253,6 +253,7 @@ def _to_responses(outputs: list[Any], elapsed: float) -> ResponseBatch:
         latency_s=np.full(n, elapsed / n, dtype=np.float64),
         errors=[None] * n,
         stats=stats,
+        truncated=truncated,
     )
 
 

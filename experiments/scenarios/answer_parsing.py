@@ -43,3 +43,21 @@ def parse_numbers(texts: list[str] | pa.Array) -> np.ndarray:
     # "33." is a valid float for the cast; a trailing sentence dot is fine.
     values = pc.cast(found, pa.float64(), safe=False)
     return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+_REASONING = r"""(?s)["']?reasoning["']?\s*:\s*"(?P<v>(?:[^"\\]|\\.)*)"""
+
+
+def extract_reasoning(texts: list[str] | pa.Array, max_chars: int) -> pa.Array:
+    """The reasoning of each answer as one short line: the JSON ``"reasoning"`` string, else the
+    free text around any JSON object; whitespace runs become one space, and a text longer than ``max_chars`` is
+    cut there with ``...`` added. Empty string where there is none (null texts included)."""
+    arr = texts if isinstance(texts, pa.Array) else pa.array(texts, type=pa.string())
+    arr = pc.fill_null(arr, "")
+    found = pc.coalesce(_extract(arr, _REASONING), pc.replace_substring_regex(arr, r"\{[^{}]*\}", ""))
+    found = pc.replace_substring_regex(found, r"\\[nrt]", " ")  # JSON escapes: \n -> space, \" -> "
+    found = pc.replace_substring_regex(found, r"\\(.)", r"\1")
+    one_line = pc.utf8_trim_whitespace(pc.replace_substring_regex(found, r"\s+", " "))
+    cut = pc.greater(pc.utf8_length(one_line), max_chars)
+    short = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(one_line, 0, max_chars))
+    return pc.if_else(cut, pc.binary_join_element_wise(short, "...", ""), one_line)

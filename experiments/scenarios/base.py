@@ -19,13 +19,16 @@ class History:
 
     ``public`` holds the settled rounds rows (every group, rounds before the current one);
     ``own_values`` is (n_agents, rounds so far) with the agents' own parsed answers in shard
-    order (NaN where invalid). Both are empty in round 1.
+    order (NaN where invalid). Both are empty in round 1. ``own_texts`` holds the agents' own
+    answer texts, one string array per earlier round in shard order, for scenarios whose
+    ``remembers_texts`` is true (empty otherwise).
     """
 
     round: int
     total_rounds: int
     public: pa.Table | None
     own_values: np.ndarray  # float64, shape (n_agents, round - 1)
+    own_texts: tuple[pa.Array, ...] = ()  # round - 1 string arrays of n_agents, or ()
 
 
 @runtime_checkable

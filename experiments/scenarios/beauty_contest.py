@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.scenarios import beauty_prompts as prompts
-from crowdlab.experiments.scenarios.answer_parsing import parse_numbers
+from crowdlab.experiments.scenarios.answer_parsing import extract_reasoning, parse_numbers
 from crowdlab.experiments.scenarios.base import History
 from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
 from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
 
 _TIE_TOL = 1e-9
+#: Characters a reasoning string may hold: printable ASCII but the double quote and backslash.
+REASONING_CHARS = r"[ !#-\[\]-~]"
 
 
 class BeautyContest:
@@ -35,6 +37,11 @@ class BeautyContest:
     def required_persona_columns(self) -> set[str]:
         return {"description"} if self.params.variant == "P5" else set()
 
+    @property
+    def remembers_texts(self) -> bool:
+        """Whether prompts show the agents' own earlier reasoning (the runner then loads texts)."""
+        return self.params.memory == "reasoning" and self.params.reasoning
+
     def n_groups(self) -> int:
         return self.params.groups
 
@@ -45,22 +52,36 @@ class BeautyContest:
 
     # -- prompts --------------------------------------------------------------------------
     def answer_schema(self) -> dict[str, Any]:
+        """JSON schema of the answer. The reasoning is plain printable ASCII without quotes or
+        backslashes, at most ``max_reasoning_chars`` long: every token then carries at least one
+        character, so the whole answer fits in ``max_answer_tokens()`` and always closes. (A
+        ``pattern`` rather than ``maxLength``: xgrammar ignores maxLength beside a pattern.)"""
         guess = {"type": "integer" if self.params.integer_only else "number",
                  "minimum": self.params.lo, "maximum": self.params.hi}
         props: dict[str, Any] = {}
         if self.params.reasoning:
-            props["reasoning"] = {"type": "string", "maxLength": self.params.max_reasoning_chars}
+            n = self.params.max_reasoning_chars
+            props["reasoning"] = {"type": "string", "pattern": f"^{REASONING_CHARS}{{0,{n}}}$"}
         props["guess"] = guess
         return {"type": "object", "properties": props, "required": list(props),
                 "additionalProperties": False}
 
     def answer_regex(self) -> str:
-        digits = r"-?\d{1,6}" if self.params.integer_only else r"-?\d{1,6}(\.\d{1,4})?"
+        digits = r"-?\d{1,6}" if self.params.integer_only else r"-?\d{1,6}(\.\d{1,6})?"
         guess = r'"guess": ?' + digits
         if self.params.reasoning:
             n = self.params.max_reasoning_chars
-            return r'\{"reasoning": ?"[^"\\\n]{0,' + str(n) + r'}", ?' + guess + r"\}"
+            return r'\{"reasoning": ?"' + REASONING_CHARS + "{0," + str(n) + r'}", ?' + guess + r"\}"
         return r"\{" + guess + r"\}"
+
+    def max_answer_tokens(self) -> int:
+        """Most tokens a structured (compact JSON) answer can take, end-of-text included: one
+        token per character at worst. ``sampling.max_tokens`` at or above it never truncates."""
+        p = self.params
+        int_digits = len(str(int(max(abs(p.lo), abs(p.hi)))))
+        guess = 1 + max(int_digits, 6) + (0 if p.integer_only else 1 + 6)  # sign, digits, '.', decimals
+        keys = len('{"guess":}') + (len('"reasoning":"",') + p.max_reasoning_chars if p.reasoning else 0)
+        return keys + guess + 3 + 1  # optional spaces of the regex form, end of text
 
     def _group_targets(self, public: pa.Table | None, rounds_before: int) -> np.ndarray:
         """(n_groups, rounds_before) targets of earlier rounds, NaN where missing."""
@@ -84,8 +105,9 @@ class BeautyContest:
         prefixes = [prompts.public_history(history.public, g) for g in range(p.groups)]
         descriptions = self._persona_texts(personas) if p.variant == "P5" else None
         targets = self._group_targets(history.public, history.round - 1)[groups]
+        reasoning = [extract_reasoning(t, p.memory_chars) for t in history.own_texts]
         tails = prompts.agent_tails(p, descriptions, history.own_values, targets, history.round,
-                                    history.total_rounds)
+                                    history.total_rounds, reasoning)
         return prompts.chats(systems, prefixes, groups, tails)
 
     @staticmethod

@@ -12,6 +12,9 @@ Variant = Literal["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
 
 STEP_BY_STEP: frozenset[str] = frozenset({"P2", "P3", "P4", "P5", "P6", "P7"})
 
+#: What an agent sees of its own past rounds: nothing, its picks, or its picks and reasoning.
+Memory = Literal["none", "numbers", "reasoning"]
+
 
 _FRACTION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*/\s*([0-9]+(?:\.[0-9]*)?)\s*")
 
@@ -44,7 +47,15 @@ class BeautyContestParams(BaseModel):
     groups: int = Field(1, ge=1, description="agents split into this many independent games")
     variant: Variant = "P1"
     mention_classic: bool = Field(False, description="tell agents this is the classic game")
-    max_reasoning_chars: int = Field(400, ge=20, le=4000)
+    max_reasoning_chars: int = Field(
+        200, ge=20, le=4000,
+        description="cap on the answer's reasoning string (plain ASCII, enforced by structured output); "
+                    "sampling.max_tokens must cover it plus about 40 tokens of JSON")
+    memory: Memory = Field(
+        "numbers", description="own past shown each round: none, numbers (own picks and their distance to "
+                               "the target), or reasoning (picks plus the start of the reasoning given; "
+                               "variants without reasoning, P1, show the picks only)")
+    memory_chars: int = Field(80, ge=10, le=400, description="remembered reasoning per round, in characters")
     integer_only: bool = False
 
     @field_validator("p", mode="before")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
@@ -73,6 +74,29 @@ def public_history(public: pa.Table | None, group: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _nums(x: np.ndarray) -> pa.Array:
+    """``_num`` for a whole column: two decimals at most, no trailing zeros, ``n/a`` if not finite."""
+    finite = np.isfinite(x)
+    text = pc.cast(pa.array(np.round(np.where(finite, x, 0.0), 2)), pa.string())
+    return pc.if_else(pa.array(finite), text, "n/a")
+
+
+def memory_lines(own_values: np.ndarray, targets: np.ndarray, reasoning: list[pa.Array]) -> list[pa.Array]:
+    """``memory: reasoning``: one line per earlier round, with the agent's pick, its distance to
+    the target and the (already shortened) reasoning it gave; built column-wise, one array per round."""
+    lines = []
+    for k in range(own_values.shape[1]):
+        picked = pc.binary_join_element_wise(
+            f"Your round {k + 1} pick: ", _nums(own_values[:, k]), " (distance to target ",
+            _nums(np.abs(own_values[:, k] - targets[:, k])), ")", "")
+        line = pc.if_else(pa.array(np.isfinite(own_values[:, k])), picked, f"Your round {k + 1} pick: none valid")
+        why = reasoning[k] if k < len(reasoning) else pa.nulls(own_values.shape[0], pa.string())
+        said = pc.binary_join_element_wise(line, ', your reasoning: "', why, '"', "")
+        has_why = pc.fill_null(pc.greater(pc.utf8_length(why), 0), False)
+        lines.append(pc.binary_join_element_wise(pc.if_else(has_why, said, line), ".", ""))
+    return lines
+
+
 def agent_tails(
     params: BeautyContestParams,
     descriptions: list[str] | None,
@@ -80,20 +104,30 @@ def agent_tails(
     targets: np.ndarray,
     round_: int,
     total_rounds: int,
+    reasoning: list[pa.Array] | None = None,
 ) -> list[str]:
-    """The agent-specific end of each user message: persona (P5), own past picks, the ask.
+    """The agent-specific end of each user message: persona (P5), own past, the ask.
 
     ``own_values`` and ``targets`` are (n_agents, round - 1): own pick and the group's target
-    per earlier round. When nothing is agent-specific one string is shared by every agent.
+    per earlier round. What is shown of the agent's own past follows ``params.memory``: nothing,
+    its picks (one line), or one line per round with pick and ``reasoning`` (per earlier round,
+    the shortened reasoning texts). When nothing is agent-specific one string is shared by all.
     """
     n = own_values.shape[0]
     ask = f"Round {round_} of {total_rounds}. What is your pick?" if total_rounds > 1 else "What is your pick?"
+    if params.memory == "none":
+        own_values = own_values[:, :0]
     if descriptions is None and own_values.shape[1] == 0:
         return [ask] * n
     parts: list[list[str]] = [[] for _ in range(n)]
     if descriptions is not None:
         for i, d in enumerate(descriptions):
             parts[i].append(f"About you: {d}")
+    if own_values.shape[1] and params.memory == "reasoning" and params.reasoning:
+        columns = ([pa.array(["\n".join(p) for p in parts])] if descriptions is not None else []) \
+            + memory_lines(own_values, targets, reasoning or []) \
+            + [pa.array([ask] * n)]
+        return pc.binary_join_element_wise(*columns, "\n").to_pylist()
     if own_values.shape[1]:
         dist = np.abs(own_values - targets)
         for i in range(n):

@@ -95,7 +95,10 @@ def test_answer_schema_puts_reasoning_before_guess() -> None:
     assert list(p1.answer_schema()["properties"]) == ["guess"]
     schema = p2.answer_schema()
     assert list(schema["properties"]) == ["reasoning", "guess"]
-    assert schema["properties"]["reasoning"]["maxLength"] == 50
+    pattern = schema["properties"]["reasoning"]["pattern"]
+    assert re.fullmatch(pattern, "^" + "x" * 50 + "$") is None and pattern.endswith("{0,50}$")
+    assert re.search(pattern, "mean 50, so 2/3 of it [33] ~ fine") and not re.search(pattern, "x" * 51)
+    assert not re.search(pattern, 'a "quote"') and not re.search(pattern, "caf\u00e9")  # 1 token >= 1 char
     assert re.fullmatch(p1.answer_regex(), '{"guess": 33.5}')
     assert re.fullmatch(p2.answer_regex(), json.dumps({"reasoning": "mean 50 so 33", "guess": 33}))
     assert not re.fullmatch(p2.answer_regex(), json.dumps({"reasoning": "x" * 51, "guess": 33}))
@@ -136,3 +139,73 @@ def test_bad_params() -> None:
         BeautyContestParams(lo=100, hi=0)
     with pytest.raises(ValidationError, match="groups"):
         BeautyContestParams(variant="P6")
+
+
+def test_max_answer_tokens_covers_the_longest_answer_one_token_per_character() -> None:
+    for params in (BeautyContestParams(variant="P1"), BeautyContestParams(variant="P2"),
+                   BeautyContestParams(variant="P2", lo=-1000, hi=1000, max_reasoning_chars=400),
+                   BeautyContestParams(variant="P3", integer_only=True)):
+        game = BeautyContest(params)
+        guess = -123456.123456 if params.lo < 0 else 99.123456
+        guess = int(guess) if params.integer_only else guess
+        longest = {"reasoning": "x" * params.max_reasoning_chars, "guess": guess} if params.reasoning \
+            else {"guess": guess}
+        compact = json.dumps(longest, separators=(",", ":"))
+        assert len(compact) + 1 <= game.max_answer_tokens()  # + end of text
+        assert re.fullmatch(game.answer_regex(), json.dumps(longest))  # spaced form, same bound
+        assert len(json.dumps(longest)) + 1 <= game.max_answer_tokens()
+    # The shipped default sampling budget covers the default reasoning cap.
+    from crowdlab.experiments.config import SamplingConfig
+    assert BeautyContest(BeautyContestParams(variant="P2")).max_answer_tokens() <= SamplingConfig().max_tokens
+
+
+def _memory_round3(memory: str, variant: str = "P2", chars: int = 30) -> list[list[dict]]:
+    game = BeautyContest(BeautyContestParams(variant=variant, memory=memory, memory_chars=chars))
+    public = pa.table({"round": pa.array([1, 1, 2, 2], pa.int32()), "group": pa.array([0, -1, 0, -1], pa.int32()),
+                       "mean": [50.0, 50.0, 30.0, 30.0], "target": [100 / 3, 100 / 3, 20.0, 20.0],
+                       "winning_value": [33.0, 33.0, 20.0, 20.0]})
+    texts = (pa.array(['{"reasoning":"Half of 100 is 50 and two thirds of that is about 33, so I go low.","guess":33}',
+                       '{"reasoning":"No idea.","guess":150}']),
+             pa.array(['{"reasoning":"Lower,\\n \\"now\\".","guess":22}', None]))
+    hist = History(round=3, total_rounds=4, public=public, own_values=np.array([[33.0, 22.0], [np.nan, np.nan]]),
+                   own_texts=texts if game.remembers_texts else ())
+    personas = pa.table({"agent_id": [0, 1], "description": ["A chef.", "A nurse."]})
+    return game.render(np.arange(2), np.zeros(2, np.int32), personas, hist, np.array([2]))
+
+
+def test_memory_reasoning_shows_each_round_on_one_capped_line() -> None:
+    user = [c[1]["content"] for c in _memory_round3("reasoning")]
+    lines = user[0].splitlines()
+    mine = [line for line in lines if line.startswith("Your round")]
+    assert len(mine) == 2  # one line per earlier round
+    assert mine[0].startswith("Your round 1 pick: 33 (distance to target 0.33)")
+    assert '"Half of 100 is 50 and two thir..."' in mine[0]  # cut at memory_chars (30) + "..."
+    assert 'your reasoning: "Lower, "now"."' in mine[1]  # JSON unescaped, whitespace collapsed
+    assert all(len(line) <= 80 + 30 for line in mine)
+    # Agent 1: round 1 out of range, round 2 text missing: no pick, reasoning only where given.
+    other = [line for line in user[1].splitlines() if line.startswith("Your round")]
+    assert other == ['Your round 1 pick: none valid, your reasoning: "No idea.".', "Your round 2 pick: none valid."]
+    assert user[0].endswith("Round 3 of 4. What is your pick?")
+
+
+def test_memory_none_and_numbers() -> None:
+    none = _memory_round3("none")[0][1]["content"]
+    assert "Your" not in none and "reasoning" not in none and "33 (distance" not in none
+    assert "Results of the earlier rounds" in none  # the public outcome is not the agent's memory
+    numbers = _memory_round3("numbers")[0][1]["content"]
+    assert "Your picks so far: round 1: 33 (distance to target 0.33); round 2: 22 (distance to target 2)." in numbers
+    assert "Half of" not in numbers
+    # Each memory level adds to the one below it, and a remembered round is at most one line.
+    assert len(none.splitlines()) + 1 == len(numbers.splitlines())
+    reasoning = _memory_round3("reasoning")[0][1]["content"]
+    assert len(reasoning.splitlines()) == len(none.splitlines()) + 2
+    # P1 answers carry no reasoning: memory 'reasoning' shows the picks only.
+    assert not BeautyContest(BeautyContestParams(variant="P1", memory="reasoning")).remembers_texts
+    assert "Half of" not in _memory_round3("reasoning", variant="P1")[0][1]["content"]
+
+
+def test_bad_memory() -> None:
+    with pytest.raises(ValidationError, match="memory"):
+        BeautyContestParams(memory="everything")
+    with pytest.raises(ValidationError, match="memory_chars"):
+        BeautyContestParams(memory_chars=0)

@@ -40,3 +40,13 @@ def test_parse_batch_keeps_order_and_length() -> None:
     values = parse_numbers(texts)
     assert values.shape == (len(texts),)
     assert values[3] == 33.0 and math.isnan(values[11])
+
+
+def test_extract_reasoning_one_short_line() -> None:
+    from crowdlab.experiments.scenarios.answer_parsing import extract_reasoning
+
+    texts = ['{"reasoning":"If all pick 50,\\n  then 2/3 is \\"33\\".","guess":33}',
+             "I think\n 22 is good", None, '{"guess":3}', "x" * 50, 'So {"guess": 3}']
+    assert extract_reasoning(texts, 20).to_pylist() == [
+        'If all pick 50, then...', "I think 22 is good", "", "", "x" * 20 + "...", "So"]
+    assert extract_reasoning(texts[:1], 100).to_pylist() == ['If all pick 50, then 2/3 is "33".']

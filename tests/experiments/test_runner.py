@@ -96,7 +96,7 @@ def test_backend_failures_above_the_tolerance_stop_the_run_without_writing_the_s
     result = run(dict(cfg, max_failed_share=0.5), run_id="f", runs_root=tmp_path)
     d = result.decisions()
     assert d.num_rows == 600
-    failed = d.filter(pc.equal(d["error"], "dummy: simulated backend failure"))
+    failed = d.filter(pc.equal(d["error"], "backend_error: dummy: simulated backend failure"))
     assert 60 < failed.num_rows < 180 and not pc.any(failed["valid"]).as_py()
     assert result.n_invalid == failed.num_rows
     assert result.throughput["dummy"]["failures"] == failed.num_rows
