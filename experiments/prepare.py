@@ -1,14 +1,17 @@
 """Step 1 of a run: validate everything, create the run folder, write manifest and personas.
 
-All checks (config, design, persona file and columns, run-id clash) happen before anything is
-written, so a bad experiment fails in seconds with a ``ConfigError`` naming the field.
+All checks (config, design, persona file and columns, writable runs root, run-id clash, model
+folders and key variables, Ray cluster capacity) happen before anything is written, so a bad
+experiment fails in seconds with a ``ConfigError`` naming the field.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,12 @@ from pydantic import BaseModel, ConfigDict
 
 from crowdlab.experiments.config import ExperimentConfig, load_config, validate_config
 from crowdlab.experiments.design import Condition, expand_design
-from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.errors import ConfigError, UserError
 from crowdlab.experiments.scenarios import make_scenario
+from crowdlab.experiments.redaction import redact, seal
 from crowdlab.experiments.schema import SCHEMA_VERSION
 from crowdlab.experiments.storage import (
-    MANIFEST, PERSONAS, RESUMABLE_FIELDS, config_hash, now_iso, read_manifest, run_path, versions, write_manifest,
+    MANIFEST, PERSONAS, config_hash, now_iso, read_manifest, run_path, versions, write_manifest,
 )
 from crowdlab.parquet_io import write_table_atomic
 
@@ -102,31 +106,127 @@ def _population_columns(config: ExperimentConfig) -> list[str]:
     return ["agent_id", *(a.name for a in _load_spec(path).attributes)]
 
 
+def _partial_only(run_dir: Path) -> bool:
+    """True when a folder without a manifest holds only what an interrupted prepare leaves:
+    leftover ``.tmp`` files and the persona table (crowdlab before 0.1 wrote it first)."""
+    for item in run_dir.rglob("*"):
+        if item.is_file() and not (_is_tmp(item) or item.relative_to(run_dir) == PERSONAS):
+            return False
+    return True
+
+
+def _is_tmp(path: Path) -> bool:
+    """A temporary file of ``write_table_atomic``/``write_text_atomic`` (``.<name>.<random>.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def remove_leftovers(run_dir: Path) -> int:
+    """Delete temporary files a killed writer left behind; returns how many."""
+    removed = 0
+    for item in run_dir.rglob(".*.tmp"):
+        if item.is_file():
+            item.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d leftover temporary file(s) in %s", removed, run_dir)
+    return removed
+
+
 def _resumes(run_dir: Path, run_id: str, digest: str, overwrite: bool) -> bool:
-    """True when ``run_dir`` holds this very run (same config hash); refuse a clash unless overwriting."""
+    """True when ``run_dir`` holds this very run (same config hash); refuse a clash unless overwriting.
+
+    A folder an interrupted prepare left (status ``preparing``, or no manifest and only partial
+    files) holds no results, so it is prepared again from scratch."""
     if (run_dir / MANIFEST).is_file():
         old = read_manifest(run_dir)
+        if old.get("status") == "preparing":
+            return False
         if old.get("config_hash") == digest and (run_dir / PERSONAS).is_file() and not overwrite:
             return True
         if not overwrite:
             raise ConfigError("run_id", f"run {run_id!r} already exists at {run_dir} with a different "
-                              "config; choose another run id or pass overwrite=True")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError("run_id", f"{run_dir} exists and is not a crowdlab run; pass overwrite=True")
+                              "config; choose another run id", remedy=("overwrite", True))
+    elif run_dir.is_dir() and not _partial_only(run_dir) and not overwrite:
+        raise ConfigError("run_id", f"{run_dir} exists and is not a crowdlab run; choose another run id",
+                          remedy=("overwrite", True))
     return False
+
+
+def check_writable(runs_root: str | Path, field: str = "runs_root") -> None:
+    """Fail before any work when nothing can be written under ``runs_root``.
+
+    A real probe (a temporary file in the nearest existing folder), not ``os.access``: that
+    says yes to root on a read-only mount."""
+    path = Path(runs_root).expanduser().absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(field, f"cannot create {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(field, f"cannot write to {existing}: {exc.strerror or exc}") from None
+
+
+def check_backends(config: ExperimentConfig, conditions: list[Condition]) -> None:
+    """What a backend needs from this machine (model folder, chat template, API key variable),
+    checked without starting an engine. On a Ray fleet the workers' machines matter, not this one."""
+    if config.dispatch.kind == "ray":
+        return
+    seen: set[str] = set()
+    for cond in conditions:
+        for i, (label, backend, _) in enumerate(cond.config.model_shares()):
+            key = json.dumps(backend.model_dump(mode="json"), sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            field = "backend" if cond.config.backend is not None else f"models.{i}.backend"
+            try:
+                _check_backend(backend)
+            except UserError as exc:
+                raise ConfigError(field, f"model {label!r}: {exc.message}") from None
+
+
+def _check_backend(backend: Any) -> None:
+    from crowdlab.experiments.backends.model_ref import load_chat_template, require_chat_template, resolve_model
+    from crowdlab.experiments.backends.settings import LocalModelSettings
+
+    if isinstance(backend, LocalModelSettings):
+        require_chat_template(resolve_model(backend.model, backend.revision), backend.chat_template)
+        load_chat_template(backend.chat_template)
+    check = getattr(backend, "check_environment", None)
+    if check is not None:
+        check()
+
+
+def _n_pools(conditions: list[Condition]) -> int:
+    """Distinct backend configs of the design: one engine pool each on a Ray fleet."""
+    return len({json.dumps(b.model_dump(mode="json"), sort_keys=True)
+                for c in conditions for _, b, _ in c.config.model_shares()})
 
 
 def preflight(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,
               runs_root: str | Path = "data/runs", overwrite: bool = False) -> ExperimentConfig:
-    """Every check ``prepare_run`` makes, without sampling or writing anything (seconds at most).
+    """Every check ``prepare_run`` makes, without sampling or writing anything.
 
-    The CLI calls it before starting Prefect, so bad input fails with one clean line."""
+    Config, design and persona columns; that ``runs_root`` can be written; the run-id clash;
+    the backends' model folders and key variables; on a Ray fleet, that the cluster answers and
+    holds the engines. The CLI calls it before starting Prefect, so bad input fails with one
+    clean line, and ``prepare_run`` calls it before writing anything."""
     config = as_config(config)
     conditions = expand_design(config)
     check_personas(_population_columns(config), conditions)
+    check_writable(runs_root)
     if run_id is not None:
         digest = config_hash(config.model_dump(mode="json"))
         _resumes(run_path(runs_root, config.experiment, run_id), run_id, digest, overwrite)
+    check_backends(config, conditions)
+    if config.dispatch.kind == "ray":
+        from crowdlab.experiments.dispatch.cluster import check_cluster  # imports Ray
+
+        check_cluster(config.dispatch, _n_pools(conditions))
     return config
 
 
@@ -152,19 +252,23 @@ def _new_run_id(digest: str) -> str:
 
 def _manifest(config: ExperimentConfig, conditions: list[Condition], run_id: str, digest: str,
               n_agents: int) -> dict[str, Any]:
+    """The manifest of a new run, status ``preparing`` until its persona table is in place.
+
+    Credentials in the config are redacted here (``redaction.seal``): the real values stay in
+    this process's memory for the step functions, never on disk."""
     n_shards = -(-n_agents // config.shard_size)
     return {
         "schema_version": SCHEMA_VERSION, "experiment": config.experiment, "run_id": run_id,
-        "status": "running", "created_at": now_iso(), "config_hash": digest,
-        "config": config.model_dump(mode="json"),
+        "status": "preparing", "created_at": now_iso(), "config_hash": digest,
+        "config": seal(config.model_dump(mode="json")),
         "seeds": {"run": config.seed, "population": config.population.seed},
         "n_agents": n_agents, "shard_size": config.shard_size, "n_shards": n_shards,
         "rounds": config.rounds, "replicates": config.design.replicates,
         "factor_names": list(config.design.factors),
-        "conditions": [{"condition_id": c.condition_id, "index": c.index, "factors": c.factors,
-                        "scenario": c.config.scenario.model_dump(mode="json"),
-                        "models": [{"label": label, "share": share, "backend": b.model_dump(mode="json")}
-                                   for label, b, share in c.config.model_shares()]}
+        "conditions": [redact({"condition_id": c.condition_id, "index": c.index, "factors": c.factors,
+                               "scenario": c.config.scenario.model_dump(mode="json"),
+                               "models": [{"label": label, "share": share, "backend": b.model_dump(mode="json")}
+                                          for label, b, share in c.config.model_shares()]})
                        for c in conditions],
         "versions": versions(), "timings": {}, "counts": {}, "attempts": 1,
     }
@@ -172,8 +276,12 @@ def _manifest(config: ExperimentConfig, conditions: list[Condition], run_id: str
 
 def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,
                 runs_root: str | Path = "data/runs", overwrite: bool = False) -> RunHandle:
-    """Validate, then create (or reopen for resume) the run folder; returns its handle."""
-    config = preflight(config)
+    """Validate, then create (or reopen for resume) the run folder; returns its handle.
+
+    A new run's manifest is written first (status ``preparing``), then the persona table, then
+    the manifest again (status ``running``): a prepare killed at any point leaves a folder the
+    same run id prepares again, and a resume deletes temporary files a killed writer left."""
+    config = preflight(config, run_id, runs_root, overwrite)
     conditions = expand_design(config)
     digest = config_hash(config.model_dump(mode="json"))
     run_id = run_id or _new_run_id(digest)
@@ -181,22 +289,23 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
 
     resume = _resumes(run_dir, run_id, digest, overwrite)
     if resume:
+        remove_leftovers(run_dir)
         personas = pq.read_table(run_dir / PERSONAS)
         check_personas(personas.column_names, conditions)
         manifest = read_manifest(run_dir)
         manifest["attempts"] = int(manifest.get("attempts", 1)) + 1
-        manifest["status"] = "running"
-        new_config = config.model_dump(mode="json")
-        manifest["config"].update({k: new_config[k] for k in RESUMABLE_FIELDS})
+        manifest["config"] = seal(config.model_dump(mode="json"))  # resumable fields may have changed
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
         personas = load_population(config)
         check_personas(personas.column_names, conditions)
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        write_table_atomic(personas, run_dir / PERSONAS)
         manifest = _manifest(config, conditions, run_id, digest, personas.num_rows)
+        write_manifest(run_dir, manifest)
+        write_table_atomic(personas, run_dir / PERSONAS)
         manifest["personas_sha256"] = hashlib.sha256((run_dir / PERSONAS).read_bytes()).hexdigest()
+    manifest["status"] = "running"
     manifest["timings"]["started_at"] = now_iso()
     write_manifest(run_dir, manifest)
     return RunHandle(

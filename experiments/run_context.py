@@ -3,7 +3,8 @@
 A Prefect worker calls ``run_shard`` thousands of times for the same run; it reads the config,
 persona table and design once, and keeps one backend per backend config (an LLM engine is
 expensive to start). The cache key includes the manifest's creation stamp, so an overwritten
-run folder is reloaded.
+run folder is reloaded. The manifest's config has its credentials redacted; the live config
+comes from this process's memory (``redaction.unseal``), where ``prepare_run`` left it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from crowdlab.experiments.assignment import assign_models
 from crowdlab.experiments.backends import Backend, BackendSettings
 from crowdlab.experiments.config import ExperimentConfig, validate_config
 from crowdlab.experiments.design import Condition, expand_design
+from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.redaction import has_redactions, unseal
 from crowdlab.experiments.scenarios import Scenario, make_scenario
 from crowdlab.experiments.storage import PERSONAS, read_manifest
 
@@ -87,11 +90,16 @@ def load_context(run_dir: str | Path) -> RunContext:
     """The cached context of ``run_dir`` (reloaded when the folder was re-created)."""
     path = Path(run_dir).resolve()
     manifest = read_manifest(path)
+    live = unseal(manifest["config"])
+    if has_redactions(live):
+        raise ConfigError("config", f"the config of {path} held credentials, which are kept out of the run "
+                          "folder: prepare the run in this process (run it again with its config file), "
+                          "or pass keys through api_key_env")
     # The whole config is in the key: a resume may change fields outside the hash (dispatch, ...).
-    key = (str(path), manifest["created_at"], json.dumps(manifest["config"], sort_keys=True))
+    key = (str(path), manifest["created_at"], json.dumps(live, sort_keys=True))
     with _ctx_lock:
         if key not in _contexts:
-            config = validate_config(manifest["config"])
+            config = validate_config(live)
             conditions = {c.condition_id: c for c in expand_design(config)}
             personas = pq.read_table(path / PERSONAS)
             _contexts[key] = RunContext(path, manifest["run_id"], config, conditions, personas,

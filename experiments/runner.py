@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from crowdlab.experiments.config import ExperimentConfig
 from crowdlab.experiments.prepare import RunHandle, prepare_run
+from crowdlab.experiments.redaction import redact_text
 from crowdlab.experiments.run_context import load_context
 from crowdlab.experiments.settle_step import settle_round
 from crowdlab.experiments.shard_step import run_shard
@@ -94,6 +95,11 @@ def _mark(run_dir: Path, status: str, **timings: Any) -> None:
     write_manifest(run_dir, manifest)
 
 
+def mark_failed(run_dir: str | Path, exc: BaseException) -> None:
+    """Record in the manifest that the run stopped, and why (credentials redacted)."""
+    _mark(Path(run_dir), "failed", error=redact_text(f"{type(exc).__name__}: {exc}"))
+
+
 def execute(handle: RunHandle, progress: Progress | None = None) -> None:
     """Play every shard and settle every round of a prepared run (skipping finished work).
 
@@ -136,7 +142,7 @@ def run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | No
     try:
         execute(handle, progress)
     except BaseException as exc:
-        _mark(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        mark_failed(run_dir, exc)
         raise
     _mark(run_dir, "running", wall_s=round(time.perf_counter() - started, 3))
     return finish_run(run_dir)

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from crowdlab.experiments.errors import is_retryable
 from crowdlab.flows.progress import ProgressListener, notify
 from crowdlab.personas import generate as gen
 from crowdlab.personas.loading import load_spec
@@ -26,7 +27,13 @@ def plan_task(spec_path: str, n: int, seed: int, out_dir: str, shard_size: int, 
     return plan.pending()
 
 
-@task(name="population-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="shard-{index:05d}")
+def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """A bad model folder or key variable is not retried; a server that hiccuped is."""
+    return is_retryable(state.data if isinstance(state.data, BaseException) else None)
+
+
+@task(name="population-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
+      retry_condition_fn=_retry_unless_user_error, task_run_name="shard-{index:05d}")
 def shard_task(out_dir: str, index: int) -> str:
     return str(gen.generate_shard(gen.load_plan(out_dir), index))
 
@@ -36,12 +43,22 @@ def combine_task(out_dir: str) -> str:
     return str(gen.combine_shards(gen.load_plan(out_dir)))
 
 
-@flow(name="crowdlab-personas", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=False)
+@flow(name="crowdlab-personas", flow_run_name="personas {out_dir} (n={n}, seed={seed})",
+      task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=False)
 def personas_flow(
     spec_path: str, n: int, seed: int = 0, out_dir: str = "data/runs/personas", shard_size: int = 10_000,
     backend: dict[str, Any] | None = None,
 ) -> str:
-    """Sample (and write backgrounds for) N personas into OUT_DIR; resumes an interrupted run."""
+    """Sample (and write backgrounds for) N personas into OUT_DIR; resumes an interrupted run.
+
+    Args:
+        spec_path: Population spec (YAML), relative to the worker's folder (the crowdlab checkout).
+        n: Number of personas.
+        seed: Random seed: the same seed gives the same table and texts.
+        out_dir: Output folder (shards/, personas.parquet, manifest.json); an unfinished one resumes.
+        shard_size: Personas per shard (one task each).
+        backend: Backend config for backgrounds (a mapping with a kind), overriding the spec's.
+    """
     pending = plan_task(spec_path, n, seed, out_dir, shard_size, backend)
     total = len(gen.load_plan(out_dir).bounds)
     done = total - len(pending)

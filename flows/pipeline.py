@@ -15,16 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact,
+    create_link_artifact, create_markdown_artifact, create_progress_artifact, create_table_artifact,
+    update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from crowdlab import experiments
+from crowdlab.experiments.errors import is_retryable
+from crowdlab.experiments.redaction import unseal
+from crowdlab.experiments.runner import mark_failed
 from crowdlab.flows.progress import notify
 from crowdlab.experiments.storage import round_part_path
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: a failure the user must fix (a missing model folder, an
+    empty key variable) is not retried; a transient one (a server down) is."""
+    return is_retryable(state.data if isinstance(state.data, BaseException) else None)
+
 
 @task(name="prepare-run", cache_policy=NO_CACHE)
 def prepare_task(config: dict[str, Any], run_id: str | None, runs_root: str, overwrite: bool) -> experiments.RunHandle:
@@ -32,7 +44,7 @@ def prepare_task(config: dict[str, Any], run_id: str | None, runs_root: str, ove
 
 
 @task(name="run-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      task_run_name="{condition_id}-rep{replicate}-round{round_}-shard{shard}")
+      retry_condition_fn=retry_unless_user_error, task_run_name="{condition_id}-rep{replicate}-round{round_}-shard{shard}")
 def shard_task(run_dir: str, condition_id: str, replicate: int, round_: int, shard: int) -> experiments.ShardSummary:
     return experiments.run_shard(run_dir, condition_id, replicate, round_, shard)
 
@@ -64,6 +76,20 @@ def finish_task(run_dir: str) -> experiments.RunResult:
     return experiments.finish_run(run_dir)
 
 
+@task(name="write-report", cache_policy=NO_CACHE)
+def report_task(run_dir: str, out: str | None = None) -> str:
+    from crowdlab.analysis import write_report
+
+    return str(write_report(run_dir, out))
+
+
+def link_report(path: str | Path, experiment: str, run_id: str) -> None:
+    """The HTML report as a link artifact of the current flow run, keyed per run."""
+    create_link_artifact(link=Path(path).resolve().as_uri(), link_text=Path(path).name,
+                         key=_artifact_key("report", experiment, run_id),
+                         description=f"HTML report of run {run_id} ({experiment})")
+
+
 def _round_rows(run_dir: str, condition_id: str, replicate: int, round_: int) -> list[dict[str, Any]]:
     """The settled round's rows for a table artifact: pooled ("all") first, then each group."""
     table = pq.read_table(round_part_path(Path(run_dir), condition_id, replicate, round_))
@@ -85,28 +111,75 @@ def _artifact_key(*parts: object) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:120]
 
 
-@flow(name="crowdlab-experiment", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
+def _experiment_name(config_path: Any, overrides: Any) -> str:
+    """The experiment a flow run's parameters name (cheap: the YAML's ``experiment`` key)."""
+    if isinstance(overrides, dict) and isinstance(overrides.get("experiment"), str):
+        return overrides["experiment"]
+    try:
+        data = yaml.safe_load(Path(str(config_path)).read_text(encoding="utf-8"))
+        return str(data["experiment"])
+    except Exception:  # the flow itself reports a bad config; the name only needs a fallback
+        return Path(str(config_path)).stem
+
+
+def experiment_run_name() -> str:
+    """``<experiment>/<run id>`` for the UI's run list (``new`` until prepare picks an id)."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    run_id = params.get("run_id") or ("fresh-replicate" if params.get("fresh_seed") else "new")
+    return f"{_experiment_name(params.get('config_path'), params.get('overrides'))}/{run_id}"
+
+
+def _rename_flow_run(name: str) -> None:
+    """Give the current flow run its final name once the run id is known."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id and flow_run.name != name:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=name)
+
+
+@flow(name="crowdlab-experiment", flow_run_name=experiment_run_name,
+      task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=False)
 def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: str | None = None,
                     runs_root: str = "data/runs", overwrite: bool = False,
-                    overrides: dict[str, Any] | None = None, fresh_seed: bool = False) -> dict[str, Any]:
+                    overrides: dict[str, Any] | None = None, fresh_seed: bool = False,
+                    report: bool = False) -> dict[str, Any]:
     """Run (or resume) one experiment: population -> rounds (one task per shard) -> summary.
 
-    ``overrides`` replace config fields by dotted name, e.g. ``{"rounds": 2, "population.n": 500}``
-    (what a researcher types into the UI's custom run form). ``fresh_seed`` makes the run a new
-    replicate: a new run id and a seed derived from it (what the nightly schedule uses).
+    Args:
+        config_path: Experiment config (YAML), relative to the worker's folder (the crowdlab checkout).
+        run_id: Run id; an existing id with the same config resumes. Empty: a new id from the time and config.
+        runs_root: Folder that holds <experiment>/<run_id>/.
+        overwrite: Replace an existing run id that has a different config (its files are deleted).
+        overrides: Config fields to replace by dotted name, e.g. {"rounds": 2, "population.n": 500}.
+        fresh_seed: Start a new replicate: a new run id and a seed derived from it (the nightly schedule).
+        report: Write the HTML report when the run finishes and link it as an artifact of this run.
     """
     run_logger = get_run_logger()
-    overrides = dict(overrides or {})
+    overrides = unseal(dict(overrides or {}))  # credentials the CLI kept out of Prefect's database
     if fresh_seed:
         run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ")
         overrides.setdefault("seed", zlib.crc32(run_id.encode()))
     config = experiments.load_config(config_path, overrides).model_dump(mode="json")
     handle = prepare_task(config, run_id, runs_root, overwrite)
+    try:
+        return _play(handle, config, report, run_logger)
+    except BaseException as exc:
+        mark_failed(handle.run_dir, exc)
+        raise
+
+
+def _play(handle: experiments.RunHandle, config: dict[str, Any], report: bool, run_logger: Any) -> dict[str, Any]:
+    """Everything after prepare: shards and rounds, finish, artifacts (the manifest says failed if it raises)."""
+    _rename_flow_run(f"{handle.experiment}/{handle.run_id}")
     run_logger.info("run %s: %d cells x %d rounds x %d shards in %s", handle.run_id, len(handle.cells),
                     handle.rounds, handle.n_shards, handle.run_dir)
     total = len(handle.cells) * handle.rounds * handle.n_shards
     done = 0
-    progress_id = create_progress_artifact(progress=0.0, key=_artifact_key("progress", handle.experiment),
+    progress_id = create_progress_artifact(progress=0.0, key=_artifact_key("progress", handle.experiment, handle.run_id),
                                            description=f"Shards done for run {handle.run_id}")
     if config["dispatch"]["kind"] == "ray":
         ray_fleet_task(handle, progress_id)
@@ -121,16 +194,21 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
                 update_progress_artifact(progress_id, progress=100.0 * done / total)
             summary = settle_task(handle.run_dir, condition_id, replicate, round_)
             create_table_artifact(
-                key=_artifact_key(handle.experiment, condition_id, f"rep{replicate}", f"round{round_}"),
+                key=_artifact_key(handle.experiment, handle.run_id, condition_id, f"rep{replicate}", f"round{round_}"),
                 table=_round_rows(handle.run_dir, condition_id, replicate, round_),
                 description=(f"Run {handle.run_id}, {condition_id}, replicate {replicate}, round {round_}: "
                              f"mean {_fmt(summary.mean)}, target {_fmt(summary.target)}, invalid {summary.n_invalid}"),
             )
     result = finish_task(handle.run_dir)
-    create_markdown_artifact(key=_artifact_key(handle.experiment, "summary"), markdown=run_summary_markdown(result.run_dir),
+    create_markdown_artifact(key=_artifact_key(handle.experiment, handle.run_id, "summary"),
+                             markdown=run_summary_markdown(result.run_dir),
                              description=f"Summary of run {handle.run_id}")
-    return {"run_dir": str(result.run_dir), "run_id": result.run_id, "status": result.status,
-            "decisions": result.n_decisions, "invalid": result.n_invalid}
+    outcome = {"run_dir": str(result.run_dir), "run_id": result.run_id, "status": result.status,
+               "decisions": result.n_decisions, "invalid": result.n_invalid}
+    if report:
+        outcome["report"] = report_task(handle.run_dir)
+        link_report(outcome["report"], handle.experiment, handle.run_id)
+    return outcome
 
 
 def run_summary_markdown(run_dir: str | Path) -> str:
@@ -139,13 +217,27 @@ def run_summary_markdown(run_dir: str | Path) -> str:
     return summary_markdown(run_dir)
 
 
-@flow(name="crowdlab-report", log_prints=False)
+def report_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    run_dir = Path(str(flow_run.parameters.get("run_dir", "run")))
+    return f"report {run_dir.parent.name}/{run_dir.name}"
+
+
+@flow(name="crowdlab-report", flow_run_name=report_run_name, log_prints=False)
 def report_flow(run_dir: str, out: str | None = None) -> str:
-    """Write a run's HTML report and attach its summary as a markdown artifact."""
+    """Write a run's HTML report, link it and attach its summary as a markdown artifact.
+
+    Args:
+        run_dir: A run folder, <runs_root>/<experiment>/<run_id>.
+        out: Where to write the HTML file; empty: report.html in the run folder.
+    """
     from crowdlab.analysis import write_report
 
     path = write_report(run_dir, out)
-    create_markdown_artifact(key=_artifact_key("report", Path(run_dir).name), markdown=run_summary_markdown(run_dir),
-                             description=f"Report written to {path}")
+    experiment, run_id = Path(run_dir).parent.name, Path(run_dir).name
+    link_report(path, experiment, run_id)
+    create_markdown_artifact(key=_artifact_key("report", experiment, run_id, "summary"),
+                             markdown=run_summary_markdown(run_dir), description=f"Report written to {path}")
     get_run_logger().info("report written to %s", path)
     return str(path)

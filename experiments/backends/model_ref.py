@@ -15,14 +15,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from crowdlab.experiments.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-class BackendError(RuntimeError):
-    """A backend cannot start (bad model reference, missing chat template, engine rejected options)."""
+class BackendError(UserError, RuntimeError):
+    """A backend cannot start (bad model reference, missing chat template, engine rejected options).
+
+    A ``UserError``: the config or the machine must change, so it is never retried and the CLI
+    prints it as one line naming the backend.
+    """
+
+    def __init__(self, message: str, field: str = "backend") -> None:
+        super().__init__(field, message)
 
 
 @dataclass(frozen=True)

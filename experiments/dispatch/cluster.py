@@ -2,6 +2,8 @@
 
 An unreachable address fails in seconds (a TCP probe before ``ray.init``, which would otherwise
 retry for a minute) and asking for more GPUs than the cluster has fails naming both numbers.
+``check_cluster`` runs both checks from ``preflight``, before the run folder is touched; the
+connection it opens is kept for the run (and closed by whoever ends it, see ``connect``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from crowdlab.experiments.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
+
+# True while the Ray connection of this process is one crowdlab opened (and so must close).
+_owned = False
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -43,22 +48,41 @@ def probe(address: str) -> None:
 
 
 def connect(dispatch: RayDispatch) -> bool:
-    """Make sure this process is connected to Ray; True when this call connected (and so the
-    caller should ``ray.shutdown()`` at the end), False when a connection already existed."""
+    """Make sure this process is connected to Ray; True when crowdlab opened the connection (in
+    this call or in an earlier ``check_cluster``), so the caller should ``disconnect()`` at the
+    end; False when someone else's connection already existed."""
+    global _owned
     import ray
 
     address = dispatch.address
     if address is not None:
         probe(address)  # even when already connected: a configured address must be reachable
     if ray.is_initialized():
-        return False
+        return _owned
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=True)
     except (ConnectionError, RuntimeError) as exc:
         raise ConfigError("dispatch.address", f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     log.info("connected to Ray at %s: %s", address or "a new local cluster", ray.cluster_resources())
+    _owned = True
     return True
+
+
+def disconnect() -> None:
+    """Close the connection crowdlab opened (no-op for a connection it did not open)."""
+    global _owned
+    import ray
+
+    if _owned:
+        ray.shutdown()
+        _owned = False
+
+
+def check_cluster(dispatch: RayDispatch, n_pools: int) -> Plan:
+    """Before any work: the address answers, and the cluster holds ``n_pools`` pools of engines."""
+    connect(dispatch)
+    return plan(dispatch, n_pools)
 
 
 @dataclass(frozen=True)

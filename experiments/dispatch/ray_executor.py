@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 
 from crowdlab.experiments.dispatch.actor import EngineWorker, run_spec
-from crowdlab.experiments.dispatch.cluster import connect, plan
+from crowdlab.experiments.dispatch.cluster import connect, disconnect, plan
 from crowdlab.experiments.dispatch.config import RayDispatch
 from crowdlab.experiments.prepare import RunHandle
 from crowdlab.experiments.run_context import RunContext, load_context
@@ -50,7 +50,7 @@ class _Task:
     shard: int
     pool: int
     models: list[int]
-    inputs: Any  # ObjectRef of the ShardInputs, shared by the shard's pools
+    inputs: Any = None  # ObjectRef of the ShardInputs (shared by the shard's pools), put when first fed
     attempts: int = 0
     epoch: int = 0  # the engine's death count when submitted (tells new deaths from old news)
 
@@ -71,6 +71,7 @@ class _Pool:
     backend: dict[str, Any]
     engines: list[_Engine] = field(default_factory=list)
     queue: deque[_Task] = field(default_factory=deque)
+    parallel: int = 1  # batches one actor serves at once (a simulated node of several engines)
 
     def live(self) -> list[_Engine]:
         return [e for e in self.engines if e.alive]
@@ -91,7 +92,7 @@ def _pools(ctx: RunContext) -> tuple[list[_Pool], dict[tuple[str, int], int]]:
             key = json.dumps(dump, sort_keys=True)
             if key not in keys:
                 keys[key] = len(pools)
-                pools.append(_Pool(label, dump))
+                pools.append(_Pool(label, dump, parallel=int(getattr(cfg, "parallel_batches", 1))))
             elif label not in pools[keys[key]].label.split("+"):
                 pools[keys[key]].label += f"+{label}"
             where[(cid, m)] = keys[key]
@@ -115,6 +116,10 @@ class RayExecutor:
         # cell -> (round being played, shard -> {pool: part or None})
         self.active: dict[Cell, tuple[int, dict[int, dict[int, ShardOutput | None]]]] = {}
         self.waiting: deque[Cell] = deque(handle.cells)
+        # (cell, round, shard) -> ObjectRef of its inputs, only for shards handed to an engine:
+        # inputs are read and put when fed, so the object store holds what is in flight, not a round
+        self.inputs: dict[tuple[Cell, int, int], Any] = {}
+        self.owner: dict[Any, tuple[_Pool, _Engine]] = {}  # in-flight ref -> where it runs
 
     # --- setup and teardown -----------------------------------------------------------------
     def _start_engines(self) -> None:
@@ -133,7 +138,7 @@ class RayExecutor:
                 actor = worker.options(
                     name=name, namespace=NAMESPACE, num_gpus=self.dispatch.gpus_per_engine,
                     num_cpus=self.dispatch.num_cpus_per_engine, max_restarts=self.dispatch.max_restarts,
-                    max_task_retries=0,
+                    max_task_retries=0, max_concurrency=pool.parallel,
                 ).remote(spec, pool.backend, name)
                 pool.engines.append(_Engine(name, actor))
         started = time.perf_counter()
@@ -147,7 +152,8 @@ class RayExecutor:
             engines_ready_s=round(time.perf_counter() - started, 3), gpus=layout.gpus_needed,
             cluster_gpus=layout.gpus_available,
             pools=[{"models": pool.label, "engines": len(pool.engines), "gpus_per_engine": self.dispatch.gpus_per_engine,
-                    "names": [e.name for e in pool.engines]} for pool in self.pools],
+                    "parallel_batches": pool.parallel, "names": [e.name for e in pool.engines]}
+                   for pool in self.pools],
         )
         log.info("%d engine(s) in %d pool(s) ready in %.1f s", len(handles), len(self.pools),
                  self.record["engines_ready_s"])
@@ -172,8 +178,6 @@ class RayExecutor:
 
     def _advance(self, cell: Cell, round_: int) -> None:
         """Queue the first unfinished round of ``cell`` from ``round_`` on (settling as needed)."""
-        import ray
-
         cid, rep = cell
         run_dir = Path(self.handle.run_dir)
         for k in range(round_, self.handle.rounds + 1):
@@ -191,16 +195,28 @@ class RayExecutor:
                 by_pool.setdefault(self.pool_of[(cid, m)], []).append(m)
             parts: dict[int, dict[int, ShardOutput | None]] = {}
             for s in todo:
-                ref = ray.put(shard_inputs(self.ctx, cid, rep, k, s))
                 parts[s] = {p: None for p in by_pool}
                 for p, ms in by_pool.items():
-                    self.pools[p].queue.append(_Task(cell, k, s, p, ms, ref))
+                    self.pools[p].queue.append(_Task(cell, k, s, p, ms))
             self.active[cell] = (k, parts)
             return
         self.active.pop(cell, None)
 
+    def _slots(self, pool: _Pool) -> int:
+        """Items kept on each actor of ``pool``: ``in_flight_per_engine`` per batch it serves at once."""
+        return self.dispatch.in_flight_per_engine * pool.parallel
+
     def _capacity(self) -> int:
-        return sum(len(p.live()) * self.dispatch.in_flight_per_engine for p in self.pools)
+        return sum(len(p.live()) * self._slots(p) for p in self.pools)
+
+    def _inputs_of(self, task: _Task) -> Any:
+        """The ObjectRef of a task's shard inputs, read from the run folder and put once per shard."""
+        import ray
+
+        key = (task.cell, task.round, task.shard)
+        if key not in self.inputs:
+            self.inputs[key] = ray.put(shard_inputs(self.ctx, task.cell[0], task.cell[1], task.round, task.shard))
+        return self.inputs[key]
 
     def _fill(self) -> None:
         """Open more cells while the queues are shorter than what the engines can hold."""
@@ -210,12 +226,16 @@ class RayExecutor:
     def _feed(self) -> None:
         """Top every live engine up to ``in_flight_per_engine`` items, one slot at a time."""
         for pool in self.pools:
-            for slot in range(self.dispatch.in_flight_per_engine):
+            for slot in range(self._slots(pool)):
                 for engine in pool.serving():
                     if pool.queue and len(engine.inflight) <= slot:
                         task = pool.queue.popleft()
                         task.epoch = engine.epoch
-                        engine.inflight[engine.handle.compute.remote(task.inputs, task.models)] = task
+                        if task.inputs is None:
+                            task.inputs = self._inputs_of(task)
+                        ref = engine.handle.compute.remote(task.inputs, task.models)
+                        engine.inflight[ref] = task
+                        self.owner[ref] = (pool, engine)
 
     def _lost(self, pool: _Pool, engine: _Engine, task: _Task, exc: Exception) -> None:
         """An engine died with ``task`` in flight: count it, requeue the task at the front."""
@@ -242,6 +262,7 @@ class RayExecutor:
         if any(v is None for v in parts[task.shard].values()):
             return
         write_shard(self.ctx, merge_outputs([v for v in parts.pop(task.shard).values() if v is not None]))
+        self.inputs.pop((task.cell, task.round, task.shard), None)
         self._tick()
         if not parts:
             settle_round(self.handle.run_dir, task.cell[0], task.cell[1], round_)
@@ -270,7 +291,7 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayActorError
 
-        owner = {ref: (pool, engine) for pool in self.pools for engine in pool.engines for ref in engine.inflight}
+        owner = self.owner
         probes = {e.probe: (pool, e) for pool in self.pools for e in pool.engines if e.probe is not None}
         refs = list(owner) + list(probes)
         ready, rest = ray.wait(refs, num_returns=1)
@@ -280,7 +301,7 @@ class RayExecutor:
             if ref in probes:
                 self._probed(*probes[ref])
                 continue
-            pool, engine = owner[ref]
+            pool, engine = owner.pop(ref)
             task = engine.inflight.pop(ref)
             try:
                 output = ray.get(ref)
@@ -309,7 +330,7 @@ class RayExecutor:
                 self._stop_engines()
         finally:
             if started:
-                ray.shutdown()
+                disconnect()
 
 
 def execute_on_ray(handle: RunHandle, dispatch: RayDispatch,
