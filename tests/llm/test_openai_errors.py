@@ -159,14 +159,40 @@ def test_non_json_server_gives_error_rows(servers: list[FakeServer]) -> None:
     assert len(servers[0].bodies) == 3  # a garbage answer is not retried
 
 
-def test_api_key_is_sent_but_never_described(servers: list[FakeServer], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_is_sent_but_never_stored_or_logged(servers: list[FakeServer], monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path, personas_path, caplog: pytest.LogCaptureFixture) -> None:
+    """A whole run with a real key in the environment: the server receives it on every request,
+    and no file of the run folder, no log record (DEBUG included) and no description holds it."""
+    import logging
+
+    from crowdlab.experiments import close_backends, run
+
+    key = "sk-crowdlab-7f3a9c1e5b2d4f60a8"
     servers.append(FakeServer())
-    monkeypatch.setenv("CROWDLAB_TEST_KEY", "sk-secret-123")
-    backend = OpenAIBackendConfig(model="m", base_urls=[servers[0].url], api_key_env="CROWDLAB_TEST_KEY").build()
-    backend.generate(make_batch(1))
-    assert servers[0].headers[0]["Authorization"] == "Bearer sk-secret-123"
-    assert "sk-secret-123" not in json.dumps(backend.describe())
-    assert "sk-secret-123" not in repr(backend.config)
+    monkeypatch.setenv("CROWDLAB_TEST_KEY", key)
+    backend = {"kind": "openai", "model": "m", "base_urls": [servers[0].url], "api_key_env": "CROWDLAB_TEST_KEY",
+               **FAST_RETRIES}
+    config = {"experiment": "keyed", "population": {"personas": str(personas_path)},
+              "scenario": {"kind": "beauty_contest"}, "backend": backend, "rounds": 2, "shard_size": 300, "seed": 5}
+    log_file = tmp_path / "crowdlab.log"
+    handler = logging.FileHandler(log_file)
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            result = run(config, run_id="keyed", runs_root=tmp_path / "runs")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        close_backends()
+    assert result.n_decisions == 2 * 600 and result.n_invalid == 0  # the key was in real use
+    assert len(servers[0].headers) == 2 * 600
+    assert {h["Authorization"] for h in servers[0].headers} == {f"Bearer {key}"}
+    files = [p for p in result.run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 4  # manifest, personas, decision shards, rounds
+    assert [str(p) for p in files if key.encode() in p.read_bytes()] == []
+    assert caplog.records and key not in caplog.text and key not in log_file.read_text()
+    assert key not in json.dumps(OpenAIBackendConfig(**backend).build().describe())
 
 
 def test_missing_api_key_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
