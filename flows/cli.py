@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_report import report
 from crowdlab.flows.prefect_env import quiet_prefect
@@ -28,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(personas_app, name="personas")
+app.add_typer(models_app, name="models")
 app.command("report")(report)
 # Wide enough for the round table when output is piped (CI logs, `make demo | tee`).
 console = Console(width=None if sys.stdout.isatty() else 120)
