@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,16 @@ import pandas as pd
 from crowdlab.analysis.loading import PathLike, RunData, as_run
 from crowdlab.analysis.metrics import round_metrics
 
-_P_TOL = 1e-6
+#: A reference row matches a run's p when they differ by at most half a unit in the 4th decimal:
+#: configs write 2/3 as 0.6667 (|difference| 3.3e-5 from the reference's 2/3), which must match,
+#: while 0.667 (3.3e-4 away) or 0.51 must not. The shipped reference values (1/2, 2/3, 4/3) are
+#: far apart, so no p can match two of them. (A tiny epsilon absorbs float rounding at the edge.)
+P_TOLERANCE = 5e-5
+
+
+def p_matches(reference_p: pd.Series, p: float) -> pd.Series:
+    """Which reference p values equal ``p`` to 4 decimals (see ``P_TOLERANCE``)."""
+    return np.abs(reference_p.astype(float) - float(p)) <= P_TOLERANCE + 1e-12
 
 
 def reference_dir() -> Path:
@@ -64,16 +74,21 @@ def fidelity(run_or_metrics: RunData | PathLike | pd.DataFrame,
              reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Simulated mean/median per condition and round against every human row of the same game.
 
-    A human row matches when p, offset, lo and hi agree and its period equals the round.
-    Replicates are averaged first (mean of means, mean of medians). Columns: condition_id,
-    round, p, sim_mean, sim_median, dataset, session, subjects, human_mean, human_median,
-    mean_diff (sim - human), median_diff, mean_diff_scaled, median_diff_scaled, source.
+    A human row matches when p agrees to 4 decimals (``P_TOLERANCE``: 0.6667 is 2/3), offset, lo
+    and hi agree, and its period equals the round. Replicates are averaged first (mean of means,
+    mean of medians). Columns: condition_id, round, p, n_replicates, sim_mean, sim_median,
+    dataset, session, subjects, human_mean, human_median, mean_diff (sim - human), median_diff,
+    mean_diff_scaled, median_diff_scaled, source, note.
+
+    A condition that no human row matches gets one row saying why in ``note`` (e.g. "no human
+    data for p = 0.55 (have 0.5, 0.6667, 1.333)"), with ``round``, ``dataset`` and the numbers
+    empty; ``fid.dropna(subset=["dataset"])`` keeps the comparisons only.
     """
     sim = _per_condition_round(run_or_metrics)
     ref = human_reference() if reference is None else reference
     rows = []
     for s in sim.itertuples(index=False):
-        match = ref[(np.abs(ref["p"] - s.p) < _P_TOL) & (ref["offset"] == s.offset) & (ref["lo"] == s.lo)
+        match = ref[p_matches(ref["p"], s.p) & (ref["offset"] == s.offset) & (ref["lo"] == s.lo)
                     & (ref["hi"] == s.hi) & (ref["period"] == s.round)]
         for h in match.itertuples(index=False):
             spread = getattr(h, "spread", np.nan)
@@ -85,12 +100,50 @@ def fidelity(run_or_metrics: RunData | PathLike | pd.DataFrame,
                 "median_diff": s.sim_median - h.median,
                 "mean_diff_scaled": (s.sim_mean - h.mean) / spread if spread and spread > 0 else np.nan,
                 "median_diff_scaled": (s.sim_median - h.median) / spread if spread and spread > 0 else np.nan,
-                "source": h.source,
+                "source": h.source, "note": "",
             })
+    matched = {row["condition_id"] for row in rows}
+    for cond in sim.drop_duplicates("condition_id").itertuples(index=False):
+        if cond.condition_id not in matched:
+            rounds = sorted(sim.loc[sim["condition_id"] == cond.condition_id, "round"])
+            rows.append({"condition_id": cond.condition_id, "round": pd.NA, "p": cond.p,
+                         "n_replicates": cond.n_replicates, "note": why_no_reference(cond, rounds, ref)})
     columns = ["condition_id", "round", "p", "n_replicates", "sim_mean", "sim_median", "dataset", "session",
                "subjects", "human_mean", "human_median", "mean_diff", "median_diff", "mean_diff_scaled",
-               "median_diff_scaled", "source"]
-    return pd.DataFrame(rows, columns=columns)
+               "median_diff_scaled", "source", "note"]
+    out = pd.DataFrame(rows, columns=columns)
+    out["round"] = out["round"].astype("Int64")
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{float(value):.4g}"
+
+
+def why_no_reference(game: object, rounds: list[int], reference: pd.DataFrame) -> str:
+    """Why no row of ``reference`` matches a condition's game (p, offset, lo, hi) and rounds."""
+    p, offset, lo, hi = (float(getattr(game, k)) for k in ("p", "offset", "lo", "hi"))
+    have = reference[p_matches(reference["p"], p)]
+    if have.empty:
+        known = sorted(reference["p"].astype(float).unique())
+        values = ", ".join(_fmt(v) for v in known)
+        near = min(known, key=lambda v: abs(v - p), default=None)
+        hint = ""
+        if near is not None and abs(near - p) < 0.01:  # a rounding such as 0.667 for 2/3
+            frac = Fraction(near).limit_denominator(100)
+            hint = f"; for {frac} write p: {frac} or {near:.4f}"
+        return f"no human data for p = {_fmt(p)} (have {values or 'none'}{hint})"
+    same = have[have["offset"] == offset]
+    if same.empty:
+        offsets = ", ".join(_fmt(v) for v in sorted(have["offset"].unique()))
+        return f"no human data for p = {_fmt(p)} with offset {_fmt(offset)} (have offset {offsets})"
+    ranged = same[(same["lo"] == lo) & (same["hi"] == hi)]
+    if ranged.empty:
+        ranges = ", ".join(f"[{_fmt(a)}, {_fmt(b)}]" for a, b in sorted(set(zip(same["lo"], same["hi"]))))
+        return f"no human data for p = {_fmt(p)} on [{_fmt(lo)}, {_fmt(hi)}] (have {ranges})"
+    periods = ", ".join(str(int(v)) for v in sorted(ranged["period"].unique()))
+    return (f"no human data for p = {_fmt(p)} in rounds {', '.join(map(str, rounds))} "
+            f"(have periods {periods})")
 
 
 def _norm(name: object) -> str:
@@ -134,7 +187,7 @@ def paper_comparison(run_or_metrics: RunData | PathLike | pd.DataFrame,
     rows = []
     for s in per.itertuples(index=False):
         model = _norm(s.model)
-        hits = paper[(np.abs(paper["p"] - s.p) < _P_TOL) & (paper["round"] == s.round)
+        hits = paper[p_matches(paper["p"], s.p) & (paper["round"] == s.round)
                      & paper["model"].map(lambda m: bool(model) and _norm(m) in model)
                      & (paper["prompt"].fillna("").astype(str) == str(s.prompt))]
         for h in hits.itertuples(index=False):

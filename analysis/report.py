@@ -65,11 +65,15 @@ def summary_markdown(run: RunData | PathLike) -> str:
     parts = [f"# crowdlab run {', '.join(run.run_ids)}", "", "## Rounds (replicates pooled)", "",
              _markdown_table(summary_table(run, metrics))]
     fid = fidelity(metrics)
-    if not fid.empty:
+    matched, missing = fid[fid["dataset"].notna()], fid[fid["dataset"].isna()]  # missing: why, in "note"
+    if not matched.empty:
         cols = ["condition_id", "round", "dataset", "session", "sim_mean", "human_mean", "mean_diff",
                 "sim_median", "human_median", "median_diff"]
-        parts += ["", "## Against human data", "", _markdown_table(fid[cols]), "",
-                  "Sources: " + "; ".join(sorted(fid["source"].unique()))]
+        parts += ["", "## Against human data", "", _markdown_table(matched[cols]), "",
+                  "Sources: " + "; ".join(sorted(matched["source"].unique()))]
+    if not missing.empty:
+        parts += ["", "No human comparison: " + "; ".join(f"{c}: {n}" for c, n in zip(missing["condition_id"],
+                                                                                  missing["note"]))]
     paper = paper_comparison(metrics, run)
     if not paper.empty:
         parts += ["", "## Against the AgentScope paper", "",
@@ -110,7 +114,8 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     shares = level_k_shares(run)
     share_cols = ["condition_id", "replicate", "round", "label", "point", "n_near", "n_valid", "share"]
     comparisons = compare_conditions(run) if metrics["condition_id"].nunique() > 1 else pd.DataFrame()
-    figures = {title: figure_to_base64(fig) for title, fig in figure_set(run, metrics, fid, breakdowns).items()}
+    figures = {title: figure_to_base64(fig)
+               for title, fig in figure_set(run, metrics, fid[fid["dataset"].notna()], breakdowns).items()}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
     page = env.get_template("report.html.j2").render(
         title=f"crowdlab report: {', '.join(run.run_ids)}",
