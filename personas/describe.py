@@ -7,12 +7,15 @@ weights. Numeric attributes compare mean, std and quantiles, and a binned TVD ov
 deciles. Targets are computed from the same inverse-CDF transforms the sampler uses, evaluated on
 a fine grid of probabilities, so truncation and integer rounding are accounted for exactly.
 Identity and template columns have no target; their distinct count and top values are listed.
+Attributes that the spec's constraints keep from their targets (no feasible population has the
+target shares; see ``raking.py``) carry a ``flag`` and, per cell, the target, the best attainable
+share and the realised share.
 Library code only: the CLI and the report card print the result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,12 +47,24 @@ class FitRow:
 
 
 @dataclass(frozen=True)
+class CellShare:
+    """One cell of a constraint departure: what the spec asks, what constraints allow, what came out."""
+
+    label: str
+    target: float
+    attainable: float
+    realised: float
+
+
+@dataclass(frozen=True)
 class AttributeFit:
     name: str
     kind: str
     tvd: float | None
     rows: list[FitRow] = field(default_factory=list)
     note: str = ""
+    flag: str = ""  # non-empty when the constraints keep this attribute from its target
+    departure: list[CellShare] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,10 @@ class PopulationFit:
     spec_name: str
     n: int
     attributes: list[AttributeFit]
+
+    @property
+    def flagged(self) -> list[AttributeFit]:
+        return [a for a in self.attributes if a.flag]
 
     @property
     def max_tvd(self) -> float:
@@ -96,7 +115,28 @@ def describe(table: pa.Table, spec: PopulationSpec | None = None) -> PopulationF
             fits.append(_text_fit(attr.name, attr.kind, column))
         else:
             fits.append(_numeric_fit(attr.name, attr.kind, attr, column.to_numpy()))
-    return PopulationFit(spec.name, table.num_rows, fits)
+    return PopulationFit(spec.name, table.num_rows, _flag_departures(spec, table, fits))
+
+
+def _flag_departures(spec: PopulationSpec, table: pa.Table, fits: list[AttributeFit]) -> list[AttributeFit]:
+    """Mark the attributes whose targets the constraints make unreachable (or could not correct)."""
+    from crowdlab.personas.raking import constraint_plan, realised_shares
+
+    plan = constraint_plan(spec)
+    by_name = {f.name: i for i, f in enumerate(fits)}
+    for dep in plan.departures:
+        i = by_name[dep.attribute]
+        if dep.attribute not in table.column_names:
+            continue
+        realised = realised_shares(spec, dep, table.column(dep.attribute))
+        cells = [CellShare(*values) for values in zip(dep.cells, dep.target, dep.attainable, realised)]
+        flag = f"constraints keep it from its target: attainable TVD {dep.tvd:.3f} ({dep.summary(3)})"
+        fits[i] = replace(fits[i], flag=flag, departure=cells)
+    if plan.note:
+        for name in plan.grid:
+            i = by_name[name]
+            fits[i] = replace(fits[i], flag=f"constrained by rejection only; {plan.note}")
+    return fits
 
 
 def _shares(column: Any, categories: list[str]) -> tuple[np.ndarray, float]:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from crowdlab.parquet_io import write_table_atomic, write_text_atomic
 from crowdlab.personas.errors import SpecError
 from crowdlab.personas.io import write_personas
-from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, shard_bounds
+from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, shard_bounds, warn_departures
 from crowdlab.personas.spec import PopulationSpec
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def plan_generation(
         backend_config = None
     if spec.constraints:  # an infeasible spec fails here, naming the constraint, before any file
         sample_rows(spec, 0, min(n, PROBE_ROWS), seed, n)
+        warn_departures(spec)  # once per generation, not once per shard
     out = Path(out_dir)
     plan = GenerationPlan(spec, n, seed, shard_size, out, backend_config)
     wanted = {"spec_hash": spec.spec_hash, "n": n, "seed": seed, "shard_size": shard_size}

@@ -19,6 +19,7 @@ from crowdlab.personas import identity as ident
 from crowdlab.personas.constraints import infeasible_error, violation_mask
 from crowdlab.personas.distributions import categorical_codes, numeric_values, quota_counts
 from crowdlab.personas.errors import SpecError
+from crowdlab.personas.raking import ConstraintPlan, constraint_plan, realised_shares
 from crowdlab.personas.schema import persona_schema
 from crowdlab.personas.spec import (
     Categorical,
@@ -63,8 +64,10 @@ def check_quotas(spec: PopulationSpec, n_total: int) -> None:
 def sample_rows(spec: PopulationSpec, start: int, stop: int, seed: int, n_total: int) -> pa.Table:
     """Rows [start, stop) of the population of size n_total drawn with seed.
 
-    With constraints, violating rows are redrawn whole (see ``constraints.py``); without, the
-    first pass is the whole story and the table is exactly what it was before constraints.
+    With constraints, the attributes they name are drawn from the raked constrained distribution
+    (see ``raking.py``), so every row is feasible and the marginals are the spec's where the
+    constraints allow; rows that still violate (a grid too large to plan) are redrawn whole (see
+    ``constraints.py``). Without constraints, the table is exactly what it was before them.
     """
     check_request(n_total, seed, start, stop)
     check_quotas(spec, n_total)
@@ -79,7 +82,7 @@ def sample_rows(spec: PopulationSpec, start: int, stop: int, seed: int, n_total:
         return uniforms(seed, stream, start, stop, n_total, width)
 
     agent_ids = np.arange(start, stop, dtype=np.int64)
-    table = _sample_table(spec, first_pass, quotas, agent_ids)
+    table = _sample_table(spec, first_pass, quotas, agent_ids, constraint_plan(spec))
     if spec.constraints:
         table = _enforce_constraints(spec, table, seed, start, stop, n_total, quotas)
     return table
@@ -106,7 +109,7 @@ def _enforce_constraints(
         def redraw(stream: str, width: int = 1, _p: int = pass_no, _idx: np.ndarray = idx) -> np.ndarray:
             return uniforms(seed, f"{stream}\x1fpass{_p}", start, stop, n_total, width)[_idx]
 
-        sub = _sample_table(spec, redraw, {k: v[idx] for k, v in quotas.items()}, agent_ids[idx])
+        sub = _sample_table(spec, redraw, {k: v[idx] for k, v in quotas.items()}, agent_ids[idx], constraint_plan(spec))
         positions = np.arange(table.num_rows, dtype=np.int64)
         positions[idx] = table.num_rows + np.arange(len(idx), dtype=np.int64)
         table = pa.concat_tables([table, sub]).take(pa.array(positions))
@@ -117,9 +120,16 @@ def _enforce_constraints(
     return table
 
 
-def _sample_table(spec: PopulationSpec, draw: Draw, quotas: dict[str, np.ndarray], agent_ids: np.ndarray) -> pa.Table:
-    """One draw of every attribute for the given rows; ``draw(stream, width)`` supplies uniforms."""
+def _sample_table(
+    spec: PopulationSpec, draw: Draw, quotas: dict[str, np.ndarray], agent_ids: np.ndarray, plan: ConstraintPlan
+) -> pa.Table:
+    """One draw of every attribute for the given rows; ``draw(stream, width)`` supplies uniforms.
+
+    Attributes in ``plan.draws`` take their constraint cell from the plan, given the cells drawn
+    before them, and a numeric value inside that cell from the spec's own distribution.
+    """
     rows = len(agent_ids)
+    cells: dict[str, np.ndarray] = {name: quotas[name] for name in plan.quota}
     coded: dict[str, _Coded] = {}
     numeric: dict[str, np.ndarray] = {}
     arrays: dict[str, pa.Array] = {"agent_id": pa.array(agent_ids)}
@@ -138,7 +148,16 @@ def _sample_table(spec: PopulationSpec, draw: Draw, quotas: dict[str, np.ndarray
             coded[attr.name] = _Coded(quotas[attr.name], attr.categories)
         else:
             u = draw(attr.name)[:, 0]
-            if isinstance(attr, Categorical):
+            cell_draw = plan.draws.get(attr.name)
+            if cell_draw is not None:
+                cell, within = cell_draw.cells(u, cells)
+                cells[attr.name] = cell
+                if cell_draw.numeric:  # the spec's own uniform for a value inside the drawn cell
+                    parent = coded[attr.on].codes if isinstance(attr, ConditionalAttribute) else None
+                    u = cell_draw.uniforms(cell, within, parent)
+            if cell_draw is not None and not cell_draw.numeric:  # categorical cells are the categories
+                coded[attr.name] = _Coded(cells[attr.name].astype(np.int32), categories_of(attr) or [])
+            elif isinstance(attr, Categorical):
                 coded[attr.name] = _Coded(categorical_codes(attr, u), attr.categories)
             elif isinstance(attr, ConditionalAttribute):
                 _conditional(attr, u, coded, numeric)
@@ -240,7 +259,27 @@ def sample(spec: PopulationSpec, n: int, seed: int, shards: int = 1) -> pa.Table
     check_quotas(spec, n)
     log.info("sampling %d personas of %s (seed %d, %d shards)", n, spec.name, seed, shards)
     parts = [sample_rows(spec, a, b, seed, n) for a, b in shard_bounds(n, min(shards, n))]
-    return pa.concat_tables(parts).combine_chunks()
+    table = pa.concat_tables(parts).combine_chunks()
+    warn_departures(spec, table)
+    return table
+
+
+def warn_departures(spec: PopulationSpec, table: pa.Table | None = None) -> None:
+    """Log a warning per attribute the constraints keep from its target: target, attainable, realised."""
+    plan = constraint_plan(spec)
+    if plan.note:
+        log.warning("constraints of %s: %s", spec.name, plan.note)
+    for dep in plan.departures:
+        realised = realised_shares(spec, dep, table.column(dep.attribute)) if table is not None else None
+        figures = ", ".join(
+            f"{dep.cells[i]}: target {100 * dep.target[i]:.1f}%, attainable {100 * dep.attainable[i]:.1f}%"
+            + (f", realised {100 * realised[i]:.1f}%" if realised is not None else "")
+            for i in dep.largest()
+        )
+        log.warning(
+            "constraints of %s keep %s from its target (TVD %.3f; no feasible population has the target shares): %s",
+            spec.name, dep.attribute, dep.tvd, figures,
+        )
 
 
 __all__: list[Any] = ["sample", "sample_rows", "shard_bounds", "check_request"]
