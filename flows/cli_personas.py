@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crowdlab.personas import SpecError, describe, load_spec, read_personas, read_spec_info, write_personas
-from crowdlab.personas.sampler import check_quotas, check_request, sample_rows
+from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, warn_departures
 
 app = typer.Typer(help="Sample and inspect persona populations.", no_args_is_help=True)
 console = Console()
@@ -65,6 +65,7 @@ def sample_command(
             parts.append(sample_rows(spec, start, stop, seed, n))
             progress.update(task, advance=stop - start)
     table = pa.concat_tables(parts)
+    warn_departures(spec, table)  # targets the constraints make unreachable: target, attainable, realised
     path = write_personas(table, out, spec=spec, seed=seed)
     console.print(f"wrote {table.num_rows:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)
 
@@ -103,6 +104,13 @@ def describe_command(
         for row in attr.rows:
             detail.add_row(row.label, _fmt(row.target, row.share), _fmt(row.realised, row.share))
         console.print(detail)
+    for attr in fit.flagged:  # constraints that keep an attribute from its target
+        console.print(f"flag: {attr.name}: {attr.flag}", markup=False, highlight=False)
+        if attr.departure:
+            cells = Table("cell", "target", "attainable", "realised", title=f"{attr.name} under the constraints")
+            for c in attr.departure:
+                cells.add_row(c.label, _fmt(c.target, True), _fmt(c.attainable, True), _fmt(c.realised, True))
+            console.print(cells)
 
 
 def _read_backend(path: Path | None) -> dict | None:

@@ -65,3 +65,31 @@ def test_missing_spec_file(tmp_path) -> None:
 def test_describe_missing_file(tmp_path) -> None:
     result = runner.invoke(app, ["personas", "describe", str(tmp_path / "nope.parquet")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+INFEASIBLE = """\
+name: retired_very_old
+attributes:
+  - {name: age, kind: uniform, low: 18, high: 80, integer: true}
+  - {name: occupation, kind: categorical, percentages: {nurse: 60, retired: 40}}
+constraints:
+  - name: retired_over_70
+    if: {occupation: {in: [retired]}}
+    then: {age: {ge: 70}}
+"""
+
+
+def test_sample_warns_and_describe_flags_unreachable_targets(tmp_path, caplog) -> None:
+    import logging
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(INFEASIBLE)
+    out = tmp_path / "p.parquet"
+    with caplog.at_level(logging.WARNING, logger="crowdlab.personas"):
+        result = runner.invoke(app, ["personas", "sample", str(spec_path), "-n", "5000", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "keep occupation from its target" in caplog.text and "retired: target 40.0%" in caplog.text
+    shown = runner.invoke(app, ["personas", "describe", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "flag: occupation: constraints keep it from its target" in shown.output
+    assert "attainable" in shown.output and "40.00%" in shown.output
