@@ -236,6 +236,10 @@ def check_personas(column_names: list[str], conditions: list[Condition]) -> None
     for cond in conditions:
         scen = make_scenario(cond.config.scenario)
         missing = scen.required_persona_columns() - columns
+        if missing and hasattr(scen, "persona_column_path"):  # declarative: name the template
+            first = sorted(missing)[0]
+            raise ConfigError(scen.persona_column_path(first), f"template reads persona column {first!r}, which "
+                              f"the population does not have (condition {cond.condition_id})")
         if missing:
             raise ConfigError("scenario.variant", f"{cond.config.scenario.variant} needs persona "
                               f"column(s) {sorted(missing)} (condition {cond.condition_id})")

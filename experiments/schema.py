@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: declarative scenarios add typed ``answer_<field>`` + ``answer_errors`` decision columns and
+# ``outcome_<name>`` rounds columns (absent in version-1 runs; loading reads them as null).
+SCHEMA_VERSION = 2
 
 DECISIONS_FIELDS: list[pa.Field] = [
     pa.field("run_id", pa.string(), nullable=False),
@@ -69,14 +71,16 @@ def _factor_fields(factor_names: list[str]) -> list[pa.Field]:
     return [pa.field(name, pa.string()) for name in factor_names]
 
 
-def decisions_schema(factor_names: list[str]) -> pa.Schema:
-    """Decision rows of a run whose design crosses ``factor_names``."""
-    return pa.schema(DECISIONS_FIELDS + _factor_fields(factor_names),
+def decisions_schema(factor_names: list[str], answer_fields: list[pa.Field] | None = None) -> pa.Schema:
+    """Decision rows of a run whose design crosses ``factor_names``; a declarative scenario's
+    typed answer columns (``answer_fields``) come before the factor columns."""
+    return pa.schema(DECISIONS_FIELDS + list(answer_fields or []) + _factor_fields(factor_names),
                      metadata={"crowdlab_schema": f"decisions/{SCHEMA_VERSION}"})
 
 
-def rounds_schema(factor_names: list[str]) -> pa.Schema:
-    """Rounds rows: keys, the scenario outcome, invalid counts per cause, then the factor columns."""
+def rounds_schema(factor_names: list[str], outcome_fields: list[pa.Field] | None = None) -> pa.Schema:
+    """Rounds rows: keys, the scenario outcome, invalid counts per cause, a declarative
+    scenario's ``outcome_<name>`` columns, then the factor columns."""
     return pa.schema(ROUND_KEY_FIELDS + list(ROUND_OUTCOME_SCHEMA) + ROUND_CAUSE_FIELDS
-                     + _factor_fields(factor_names),
+                     + list(outcome_fields or []) + _factor_fields(factor_names),
                      metadata={"crowdlab_schema": f"rounds/{SCHEMA_VERSION}"})

@@ -63,13 +63,15 @@ def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: 
     if missing:
         raise RuntimeError(f"cannot settle {condition_id}/{replicate}/round {round}: "
                            f"{len(missing)} shard file(s) missing, e.g. {missing[:3]}")
-    decisions = pa.concat_tables(pq.read_table(p, columns=["agent_id", "group", "value", "valid", "error"])
-                                 for p in paths)
-    outcome = ctx.scenario(condition_id).settle(decisions)
+    scenario = ctx.scenario(condition_id)
+    wanted = ["agent_id", "group", "value", "valid", "error"]
+    wanted += [c for c in getattr(scenario, "settle_columns", list)() if c not in wanted]  # typed answers
+    decisions = pa.concat_tables(pq.read_table(p, columns=wanted) for p in paths)
+    outcome = scenario.settle(decisions)
     causes = cause_counts(decisions, outcome["group"].to_numpy())
     n = outcome.num_rows
     cond = ctx.conditions[condition_id]
-    schema = rounds_schema(ctx.factor_names)
+    schema = rounds_schema(ctx.factor_names, getattr(scenario, "outcome_fields", list)())
     keys = {
         "run_id": pa.array([ctx.run_id] * n, pa.string()),
         "condition_id": pa.array([condition_id] * n, pa.string()),

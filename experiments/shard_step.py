@@ -102,7 +102,8 @@ def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int
         part = round_part_path(ctx.run_dir, condition_id, replicate, k)
         if not part.is_file():
             raise RuntimeError(f"round {k} of {condition_id}/{replicate} is not settled yet")
-        parts.append(pq.read_table(part, columns=["round", "group", "mean", "target", "winning_value"]))
+        parts.append(pq.read_table(part, columns=getattr(ctx.scenario(condition_id), "public_columns", None)
+                                   or ["round", "group", "mean", "target", "winning_value"]))
         mine = pq.read_table(decision_path(ctx.run_dir, condition_id, replicate, k, shard),
                              columns=["value", "valid", "text"] if with_texts else ["value", "valid"])
         if with_texts:
@@ -235,8 +236,11 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     errors_arr[truncated] = "truncated"
     errors_arr[failed] = [_backend_error(e) for e in backend_err[failed].tolist()]
     labels = np.array([label for label, _ in all_models], dtype=object)[model_index]
+    typed: dict[str, pa.Array] = {}
+    if hasattr(scenario, "answer_columns"):  # declarative scenarios: one typed column per answer field
+        typed, valid, errors_arr = scenario.answer_columns(texts, valid, errors_arr)
 
-    schema = decisions_schema(ctx.factor_names)
+    schema = decisions_schema(ctx.factor_names, getattr(scenario, "answer_arrow_fields", list)())
     columns = {
         "run_id": pa.array([ctx.run_id] * n, pa.string()),
         "condition_id": pa.array([condition_id] * n, pa.string()),
@@ -255,6 +259,7 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
         "output_tokens": pc.cast(pa.array(out_tok), pa.int32()),
         "latency_s": pa.array(latency),
     }
+    columns.update(typed)
     for name in ctx.factor_names:
         columns[name] = pa.array([cond.factors[name]] * n, pa.string())
     table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)

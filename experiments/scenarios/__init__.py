@@ -13,15 +13,17 @@ from pydantic import Field
 from crowdlab.experiments.scenarios.base import History, Scenario
 from crowdlab.experiments.scenarios.beauty_contest import BeautyContest
 from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
+from crowdlab.experiments.scenarios.declarative import DeclarativeScenario
+from crowdlab.experiments.scenarios.declarative_params import DeclarativeParams
 
-ScenarioConfig = Annotated[Union[BeautyContestParams], Field(discriminator="kind")]
+ScenarioConfig = Annotated[Union[BeautyContestParams, DeclarativeParams], Field(discriminator="kind")]
 
-_BUILDERS: dict[str, Callable[..., Scenario]] = {"beauty_contest": BeautyContest}
+_BUILDERS: dict[str, Callable[..., Scenario]] = {"beauty_contest": BeautyContest, "declarative": DeclarativeScenario}
 
 
-def make_scenario(config: BeautyContestParams) -> Scenario:
+def make_scenario(config: BeautyContestParams | DeclarativeParams) -> Scenario:
     """The scenario object for one condition's validated parameters."""
     return _BUILDERS[config.kind](config)
 
 
-__all__ = ["BeautyContest", "BeautyContestParams", "History", "Scenario", "ScenarioConfig", "make_scenario"]
+__all__ = ["BeautyContest", "BeautyContestParams", "DeclarativeParams", "DeclarativeScenario", "History", "Scenario", "ScenarioConfig", "make_scenario"]

@@ -1,0 +1,290 @@
+"""A scenario declared in YAML (``kind: declarative``): the runner's ``Scenario`` protocol on top
+of typed answers (``experiments/answers``), sandboxed templates and settle rules.
+
+Beyond the protocol it offers the runner two optional hooks (see ``scenarios/base.py``):
+``answer_arrow_fields()`` (the typed ``answer_<field>`` decision columns) and
+``answer_columns(texts, valid, errors)`` (those columns for a shard, validity and error causes
+merged with the runner's own), and to the settle step ``settle_columns()`` and
+``outcome_fields()`` (the ``outcome_<name>`` rounds columns).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crowdlab.experiments.answers import (
+    ParsedAnswers, answer_arrow_fields, answer_schema, column_name, parse_answers,
+)
+from crowdlab.experiments.backends.base import Message
+from crowdlab.experiments.scenarios.base import History
+from crowdlab.experiments.scenarios.declarative_params import (
+    DeclarativeParams, PayoffRule, group_value_names,
+)
+from crowdlab.experiments.scenarios.formula import Formula
+from crowdlab.experiments.scenarios.settle_rules import OUTCOME_PREFIX, Settler
+from crowdlab.experiments.scenarios.templates import SHARED_NAMES, Template, template_sources
+
+_NUMERIC = ("number", "integer", "likert", "linear_scale")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.2f}".rstrip("0").rstrip(".") if np.isfinite(x) else "n/a"
+    if isinstance(x, list):
+        return ", ".join(map(str, x))
+    return "n/a" if x is None else str(x)
+
+
+class DeclarativeScenario:
+    """Rules, prompts, parsing and settling of one declarative condition."""
+
+    remembers_texts = True  # the runner passes each agent's own earlier answer texts (History.own_texts)
+
+    def __init__(self, params: DeclarativeParams) -> None:
+        self.params = params
+        self.name = params.name
+        self.fields = params.fields
+        self.primary = params.primary_field()
+        self.settler = Settler(params)
+        self.templates = {where: Template(src, where) for where, src in template_sources(params)}
+        self.payoffs = {r.name: Formula(r.formula) for r in params.outcome if isinstance(r, PayoffRule)}
+
+    # -- set-up ---------------------------------------------------------------------------
+    def required_persona_columns(self) -> set[str]:
+        return {c for t in self.templates.values() for c in t.persona_columns}
+
+    def persona_column_path(self, column: str) -> str:
+        """The config path of the first template reading ``persona.<column>``."""
+        where = next((w for w, t in self.templates.items() if column in t.persona_columns), "prompts")
+        return f"scenario.{where}"
+
+    def n_groups(self) -> int:
+        """Fixed for round-robin groups; 0 with ``group_size`` (the population decides)."""
+        return self.params.groups if self.params.group_size is None else 0
+
+    def assign_groups(self, agent_ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(agent_ids, dtype=np.int64)
+        if self.params.group_size is not None:
+            return (ids // self.params.group_size).astype(np.int32)
+        return (ids % self.params.groups).astype(np.int32)
+
+    # -- answers --------------------------------------------------------------------------
+    def answer_schema(self) -> dict[str, Any]:
+        return answer_schema(self.fields)
+
+    def answer_regex(self) -> str | None:
+        return None  # engines use the JSON schema
+
+    def answer_arrow_fields(self) -> list[pa.Field]:
+        return answer_arrow_fields(self.fields)
+
+    def parse(self, texts: list[str]) -> np.ndarray:
+        """The primary field as a float (before its range check), NaN where unreadable."""
+        n = len(texts)
+        if self.primary is None:
+            return np.full(n, np.nan)
+        arr = pa.array(texts, pa.string()).fill_null("")
+        f = self.fields[self.primary]
+        only = self._only_field(self.primary)
+        raw = f.extract(arr, self.primary, only)
+        if f.type_name in ("number", "integer"):
+            return pc.cast(raw, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
+        return f.numeric(f.convert(raw)[0])  # type: ignore[return-value]
+
+    def _only_field(self, name: str) -> bool:
+        required = [n for n, f in self.fields.items() if f.required]
+        return len(self.fields) == 1 or (required == [name] and len(self.fields) <= 2)
+
+    def check(self, values: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Range check of the primary field (the whole answer is checked by answer_columns)."""
+        if self.primary is None:
+            return np.ones(values.shape[0], dtype=bool), [None] * values.shape[0]
+        f = self.fields[self.primary]
+        if f.type_name in ("number", "integer"):
+            codes = f._codes(values)  # type: ignore[attr-defined]
+            if f.type_name == "integer":
+                codes = np.where((codes == 0) & (values != np.round(values)), 3, codes)
+        else:
+            codes = np.where(np.isfinite(values), 0, 1)
+        names = np.array([None, "unparseable", "out_of_range", "not_integer"], dtype=object)
+        return codes == 0, names[codes].tolist()
+
+    def parse_all(self, texts: list[str] | pa.Array) -> ParsedAnswers:
+        return parse_answers(texts, self.fields)
+
+    def answer_columns(self, texts: np.ndarray | list[str], valid: np.ndarray,
+                       errors: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
+        """Typed ``answer_<field>`` columns plus ``answer_errors``; a row stays invalid with its
+        cause where the runner already found one (backend error, truncation, the primary's
+        range), else takes the first invalid required field's cause."""
+        parsed = self.parse_all(pa.array(list(texts), pa.string()))
+        cols = {column_name(name): arr for name, arr in parsed.columns.items()}
+        cols["answer_errors"] = parsed.errors_column()
+        errors = np.asarray(errors, dtype=object)
+        merged = np.where(np.equal(errors, None), parsed.error, errors)
+        return cols, valid & parsed.valid, merged
+
+    # -- settling ---------------------------------------------------------------------------
+    @property
+    def public_columns(self) -> list[str]:
+        """Rounds columns the next rounds read (the runner's ``load_history``)."""
+        extra = [f.name for f in self.outcome_fields() if pa.types.is_floating(f.type)]
+        return ["round", "group", "n", "n_valid", "n_invalid", "mean", "median", "std", "target",
+                "winning_value", *extra]
+
+    def settle_columns(self) -> list[str]:
+        return self.settler.columns_needed()
+
+    def outcome_fields(self) -> list[pa.Field]:
+        return self.settler.extra_fields()
+
+    def settle(self, decisions: pa.Table) -> pa.Table:
+        return self.settler.settle(decisions, self.n_groups())[0]
+
+    # -- history ----------------------------------------------------------------------------
+    def _group_values(self, public: pa.Table | None, round_: int, G: int) -> dict[str, np.ndarray]:
+        """Per-group values of a settled round (NaN where missing), by name."""
+        out: dict[str, np.ndarray] = {}
+        if public is None:
+            return out
+        t = public.filter(pc.and_(pc.equal(public["round"], round_), pc.greater_equal(public["group"], 0)))
+        gi = t["group"].to_numpy().astype(np.int64)
+        size = max(G, int(gi.max(initial=-1)) + 1)
+        for name in [*group_value_names(self.params), "target", "winning_value"]:
+            col = name if name in t.column_names else OUTCOME_PREFIX + name
+            if col not in t.column_names:
+                continue
+            arr = np.full(size, np.nan)
+            arr[gi] = pc.cast(t[col], pa.float64()).to_numpy(zero_copy_only=False)
+            out[name] = arr
+        return out
+
+    def _own(self, history: History, k: int) -> ParsedAnswers | None:
+        """This batch's own answers of round k (1-based), parsed; None when not passed."""
+        if len(history.own_texts) < k:
+            return None
+        return self.parse_all(history.own_texts[k - 1])
+
+    def _own_payoffs(self, own: ParsedAnswers, groups: np.ndarray, gv: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env: dict[str, Any] = dict(self.params.numeric_parameters())
+        env.update({k: v[groups] for k, v in gv.items() if v.size})
+        for name, f in self.fields.items():
+            if f.type_name in _NUMERIC:
+                env[name] = f.numeric(own.columns[name])
+        out = {}
+        for name, formula in self.payoffs.items():
+            try:
+                out[name] = np.broadcast_to(np.asarray(formula(env), dtype=np.float64), groups.shape)
+            except KeyError:  # a value the round did not settle (no valid answers)
+                out[name] = np.full(groups.shape, np.nan)
+        return out
+
+    def context(self, groups: np.ndarray, history: History) -> dict[str, Any]:
+        """Numbers for non-LLM backends: parameters, the primary field's bounds, and per agent
+        ``last_<value>`` of its group's last round and ``own_last_<field>``."""
+        n = groups.shape[0]
+        lo, hi = self.settler.bounds()
+        ctx: dict[str, Any] = {"scenario": self.name, **self.params.numeric_parameters(),
+                               "lo": lo if lo is not None else 0.0, "hi": hi if hi is not None else 100.0,
+                               "integer_only": self.primary is not None
+                               and self.fields[self.primary].type_name != "number",
+                               "round": history.round, "total_rounds": history.total_rounds,
+                               "groups": groups, "fields": {k: f.type_name for k, f in self.fields.items()}}
+        k = history.round - 1
+        G = max(self.n_groups(), int(groups.max(initial=-1)) + 1)
+        gv = self._group_values(history.public, k, G) if k >= 1 else {}
+        for name in [*group_value_names(self.params), "target", "winning_value"]:
+            ctx[f"last_{name}"] = gv[name][groups] if name in gv else np.full(n, np.nan)
+        ctx["own_last"] = history.own_values[:, -1] if history.own_values.shape[1] else np.full(n, np.nan)
+        own = self._own(history, k) if k >= 1 else None
+        for name, f in self.fields.items():
+            if f.type_name in _NUMERIC:
+                ctx[f"own_last_{name}"] = f.numeric(own.columns[name]) if own is not None else np.full(n, np.nan)
+        if self.params.baseline is not None:
+            ctx["baseline"] = dict(self.params.baseline.fields)
+        return ctx
+
+    # -- prompts ----------------------------------------------------------------------------
+    def _history_entries(self, groups: np.ndarray, history: History) -> list[list[dict[str, Any]]]:
+        """Per agent, what it sees of each visible earlier round."""
+        n = groups.shape[0]
+        vis = self.params.visible
+        first = 1 if vis.last_rounds is None else max(1, history.round - vis.last_rounds)
+        G = max(self.n_groups(), int(groups.max(initial=-1)) + 1)
+        per_agent: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        for k in range(first, history.round):
+            gv = self._group_values(history.public, k, G)
+            own = self._own(history, k)
+            pays = self._own_payoffs(own, groups, gv) if own is not None and self.payoffs else {}
+            group_rows = [{name: (float(v[g]) if np.isfinite(v[g]) else None) for name, v in gv.items()}
+                          for g in range(G)] if vis.group_outcome else None
+            own_cols = {name: arr.to_pylist() for name, arr in own.columns.items()} if own is not None and \
+                vis.own_answers else None
+            for i in range(n):
+                entry: dict[str, Any] = {"round": k, "own": {}, "outcome": {}}
+                if own_cols is not None:
+                    entry["own"] = {name: col[i] for name, col in own_cols.items()}
+                    entry["own"].update({name: float(p[i]) for name, p in pays.items()})
+                if group_rows is not None:
+                    entry["outcome"] = group_rows[groups[i]]
+                per_agent[i].append(entry)
+        return per_agent
+
+    @staticmethod
+    def _default_history(entries: list[dict[str, Any]]) -> str:
+        if not entries:
+            return ""
+        lines = ["Earlier rounds:"]
+        for e in entries:
+            parts = []
+            if e["own"]:
+                parts.append("you answered " + ", ".join(f"{k} = {_fmt(v)}" for k, v in e["own"].items()
+                                                         if v is not None and k != "reasoning"))
+            if e["outcome"]:
+                parts.append("your group: " + ", ".join(f"{k} {_fmt(v)}" for k, v in e["outcome"].items()
+                                                        if k not in ("n", "n_valid", "n_invalid")))
+            lines.append(f"Round {e['round']}: " + "; ".join(parts) + ".")
+        return "\n".join(lines)
+
+    def answer_format(self) -> str:
+        keys = ", ".join(f'"{name}": <{f.format_hint()}>' for name, f in self.fields.items())
+        return "Answer with one JSON object and nothing else: {" + keys + "}"
+
+    def render(self, agent_ids: np.ndarray, groups: np.ndarray, personas: pa.Table, history: History,
+               group_sizes: np.ndarray) -> list[list[Message]]:
+        p = self.params
+        n = agent_ids.shape[0]
+        columns = sorted(self.required_persona_columns())
+        rows = personas.select(columns).to_pylist() if columns else [{}] * n
+        entries = self._history_entries(groups, history)
+        fields_info = [{"name": k, "type": f.type_name, "hint": f.format_hint(), "question": f.question}
+                       for k, f in self.fields.items()]
+        base = {"params": dict(p.parameters), "round": history.round, "total_rounds": history.total_rounds,
+                "n_groups": max(self.n_groups(), len(group_sizes)), "fields": fields_info}
+        system = self.templates["prompts.system"]
+        shared = system.names <= SHARED_NAMES
+        cache: dict[int, str] = {}
+        fmt = self.answer_format() if p.prompts.answer_format else ""
+        chats: list[list[Message]] = []
+        for i in range(n):
+            g = int(groups[i])
+            size = int(group_sizes[g]) if g < len(group_sizes) else 0
+            var = {**base, "persona": rows[i], "group": g, "group_size": size, "history": entries[i],
+                   "last": entries[i][-1] if entries[i] else None}
+            if shared:
+                if size not in cache:
+                    cache[size] = "\n\n".join(s for s in (system.render(var).strip(), fmt) if s)
+                sys_text = cache[size]
+            else:
+                sys_text = "\n\n".join(s for s in (system.render(var).strip(), fmt) if s)
+            hist = self.templates["prompts.history"].render(var) if "prompts.history" in self.templates \
+                else self._default_history(entries[i])
+            questions = [self.templates[f"questions.{j}.text"].render(var).strip() for j in range(len(p.questions))]
+            user = "\n\n".join(s for s in (self.templates["prompts.user"].render(var).strip(), hist.strip(),
+                                           *questions) if s)
+            chats.append([{"role": "system", "content": sys_text}, {"role": "user", "content": user}])
+        return chats

@@ -1,0 +1,225 @@
+"""A scenario written as data (``kind: declarative``): prompts, questions with typed answer
+fields, groups, what agents see of earlier rounds, and settle rules. Everything is checked when
+the config is validated: answer types and options (``experiments/answers``), template syntax
+and names, formula syntax and names, and that every rule reads a field or value that exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from crowdlab.experiments.answers import AnswerField, AnswerType
+from crowdlab.experiments.scenarios.formula import Formula, FormulaError
+
+#: Per-group values every round has without declaring them (the primary field's statistics).
+STANDARD_STATS = ("n", "n_valid", "n_invalid", "mean", "median", "std")
+#: Outcome names that fill the rounds table's own columns instead of an ``outcome_<name>`` one.
+LEGACY_OUTCOME_COLUMNS = ("target",)
+NUMERIC_STATS = ("mean", "median", "std", "min", "max", "sum", "count")
+CATEGORY_STATS = ("share", "distribution")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Question(_Model):
+    """One question of a round: its text (a template) and the answer fields it asks for."""
+
+    text: str = Field(description="Jinja2 template of the question, rendered per agent")
+    fields: dict[str, AnswerType] = Field(min_length=1)
+
+
+class AggregateRule(_Model):
+    """A per-group statistic of one field: numeric (mean ... count) or per option (share,
+    distribution) for choice, multi-choice, likert and linear-scale fields."""
+
+    rule: Literal["aggregate"] = "aggregate"
+    name: str
+    field: str
+    stat: Literal["mean", "median", "std", "min", "max", "sum", "count", "share", "distribution"]
+
+
+class FormulaRule(_Model):
+    """A per-group value computed from parameters, standard statistics and earlier rules."""
+
+    rule: Literal["formula"] = "formula"
+    name: str
+    formula: str
+
+
+class ClosestRule(_Model):
+    """Winners: the valid answers of ``field`` closest to the group value ``to`` (ties share)."""
+
+    rule: Literal["closest"] = "closest"
+    field: str
+    to: str
+
+
+class PayoffRule(_Model):
+    """A per-agent value (its own fields, parameters, group values); the rounds table gets its
+    group mean as ``outcome_<name>``, and each agent sees its own in later rounds."""
+
+    rule: Literal["payoff"] = "payoff"
+    name: str
+    formula: str
+
+
+OutcomeRule = Annotated[Union[AggregateRule, FormulaRule, ClosestRule, PayoffRule], Field(discriminator="rule")]
+
+
+class Visibility(_Model):
+    """What each agent sees of earlier rounds (template variable ``history``)."""
+
+    own_answers: bool = Field(True, description="its own answers (reasoning included)")
+    group_outcome: bool = Field(True, description="its group's settled values")
+    last_rounds: int | None = Field(None, ge=1, description="only the last k rounds (all when unset)")
+
+
+class Prompts(_Model):
+    """Jinja2 templates (sandboxed, undefined names are errors). ``system`` is shared by every
+    agent unless it reads per-agent variables; ``user`` comes after the history block."""
+
+    system: str = ""
+    user: str = Field("", description="per-agent part before the questions (e.g. the persona)")
+    history: str | None = Field(None, description="how earlier rounds are shown; a default is used when unset")
+    answer_format: bool = Field(True, description="append the JSON answer-format line")
+
+
+class Baseline(_Model):
+    """How non-LLM backends answer: one formula per answer field over the context (parameters,
+    ``round``, ``last_<value>``, ``own_last_<field>``), persona-free; ``uniform()`` and
+    ``normal()`` draw from the request seed. Served by ``backend: {kind: formula}``."""
+
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class DeclarativeParams(_Model):
+    """A scenario declared in YAML. See docs/contracts.md for the columns it writes."""
+
+    kind: Literal["declarative"] = "declarative"
+    name: str = Field("declarative", pattern=r"^[A-Za-z0-9_.-]+$")
+    parameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    groups: int = Field(1, ge=1, description="agents split round-robin by id into this many games")
+    group_size: int | None = Field(None, ge=1, description="consecutive ids in games of this size instead")
+    prompts: Prompts = Field(default_factory=Prompts)
+    questions: list[Question] = Field(min_length=1)
+    primary: str | None = Field(None, description="numeric field stored in 'value' (default: the first one)")
+    outcome: list[OutcomeRule] = Field(default_factory=list)
+    visible: Visibility = Field(default_factory=Visibility)
+    baseline: Baseline | None = None
+
+    @property
+    def fields(self) -> dict[str, AnswerField]:
+        return {name: f for q in self.questions for name, f in q.fields.items()}
+
+    def numeric_parameters(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.parameters.items() if isinstance(v, (int, float))}
+
+    def primary_field(self) -> str | None:
+        if self.primary is not None:
+            return self.primary
+        return next((n for n, f in self.fields.items() if f.type_name in ("number", "integer", "likert",
+                                                                         "linear_scale")), None)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeclarativeParams":
+        _check_fields(self)
+        _check_rules(self)
+        from crowdlab.experiments.scenarios.templates import check_templates
+
+        check_templates(self)
+        return self
+
+
+def _check_fields(p: DeclarativeParams) -> None:
+    seen: set[str] = set()
+    for i, q in enumerate(p.questions):
+        for name in q.fields:
+            if name in seen:
+                raise ValueError(f"questions.{i}.fields.{name}: field declared twice")
+            if not name.isidentifier():
+                raise ValueError(f"questions.{i}.fields.{name}: field names must be identifiers")
+            seen.add(name)
+    if p.groups > 1 and p.group_size is not None:
+        raise ValueError("give either groups or group_size, not both")
+    if p.primary is not None:
+        f = p.fields.get(p.primary)
+        if f is None or f.type_name not in ("number", "integer", "likert", "linear_scale"):
+            raise ValueError(f"primary: {p.primary!r} is not a numeric answer field")
+
+
+def _raise(path: str, exc: Exception) -> None:
+    raise ValueError(f"{path}: {exc}") from None
+
+
+def _check_rules(p: DeclarativeParams) -> None:
+    fields = p.fields
+    numeric_fields = {n for n, f in fields.items() if f.type_name in ("number", "integer", "likert", "linear_scale")}
+    params = set(p.numeric_parameters())
+    group_names = set(STANDARD_STATS) | params
+    for i, rule in enumerate(p.outcome):
+        path = f"outcome.{i}"
+        if isinstance(rule, (AggregateRule, ClosestRule)):
+            if rule.field not in fields:
+                _raise(f"{path}.field", ValueError(f"no answer field {rule.field!r}; fields: {', '.join(fields)}"))
+            f = fields[rule.field]
+            if isinstance(rule, ClosestRule) or rule.stat in NUMERIC_STATS:
+                if rule.field not in numeric_fields:
+                    _raise(f"{path}.field", ValueError(f"{rule.field!r} ({f.type_name}) has no numbers"))
+            elif f.type_name not in ("choice", "multi_choice", "likert", "linear_scale"):
+                _raise(f"{path}.stat", ValueError(f"{rule.stat} needs a choice, multi_choice, likert or "
+                                                  f"linear_scale field, not {f.type_name}"))
+        if isinstance(rule, ClosestRule):
+            if rule.to not in group_names:
+                _raise(f"{path}.to", ValueError(f"unknown group value {rule.to!r}"))
+            continue
+        if rule.name in group_names or rule.name in fields:
+            _raise(f"{path}.name", ValueError(f"{rule.name!r} is already defined"))
+        if isinstance(rule, FormulaRule):
+            try:
+                Formula(rule.formula, group_names)
+            except FormulaError as exc:
+                _raise(f"{path}.formula", exc)
+        elif isinstance(rule, PayoffRule):
+            try:
+                Formula(rule.formula, group_names | numeric_fields)
+            except FormulaError as exc:
+                _raise(f"{path}.formula", exc)
+        if not (isinstance(rule, AggregateRule) and rule.stat in CATEGORY_STATS):
+            group_names.add(rule.name)
+    if sum(isinstance(r, ClosestRule) for r in p.outcome) > 1:
+        raise ValueError("outcome: at most one 'closest' rule (it fills the winner columns)")
+    if p.baseline is not None:
+        for name, source in p.baseline.fields.items():
+            if name not in fields:
+                _raise(f"baseline.fields.{name}", ValueError("no such answer field"))
+            try:
+                Formula(source, baseline_names(p), functions=BASELINE_RANDOM)
+            except FormulaError as exc:
+                _raise(f"baseline.fields.{name}", exc)
+
+
+def group_value_names(p: DeclarativeParams) -> list[str]:
+    """Per-group numeric values of a settled round, in rule order (names formulas can read)."""
+    names = list(STANDARD_STATS)
+    for rule in p.outcome:
+        if isinstance(rule, (FormulaRule, PayoffRule)) or (isinstance(rule, AggregateRule)
+                                                           and rule.stat in NUMERIC_STATS):
+            names.append(rule.name)
+    return names
+
+
+def baseline_names(p: DeclarativeParams) -> set[str]:
+    numeric = [n for n, f in p.fields.items() if f.type_name in ("number", "integer", "likert", "linear_scale")]
+    return (set(p.numeric_parameters()) | {"round", "total_rounds", "group_size"}
+            | {f"last_{v}" for v in group_value_names(p)} | {f"own_last_{n}" for n in numeric})
+
+
+def _no_call(*_: Any) -> Any:  # placeholders so the names check passes; the backend binds real draws
+    raise RuntimeError("random draws are bound by the formula backend")
+
+
+BASELINE_RANDOM = {"uniform": _no_call, "normal": _no_call}
