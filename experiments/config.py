@@ -7,6 +7,8 @@ Bad input raises ``ConfigError`` naming the field as a dotted path (``scenario.p
 from __future__ import annotations
 
 import re
+import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, get_args
 
@@ -187,3 +189,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     if not isinstance(data, dict):
         raise ConfigError("config", f"{file} does not hold a mapping")
     return validate_config(apply_overrides(data, overrides))
+
+def fresh_replicate(run_id: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Run id and overrides for a new, independent replicate of an experiment.
+
+    The run id is ``replicate-<UTC time>`` unless one is given, and the run seed is derived from
+    it (CRC-32), unless the overrides set ``seed`` explicitly. A re-run under a new run id with
+    the same config would otherwise reuse the config's seed and repeat the same decisions; the
+    same run id (and so the same seed) resumes. ``crowdlab run --fresh-seed`` calls this; the
+    experiment flow's ``fresh_seed`` parameter (the nightly schedule) applies the same rule.
+    """
+    run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ")
+    overrides = dict(overrides or {})
+    overrides.setdefault("seed", zlib.crc32(run_id.encode()))
+    return run_id, overrides

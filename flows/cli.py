@@ -125,9 +125,17 @@ def run_command(
     prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process."),
     report_: bool = typer.Option(False, "--report", help="Write the HTML report when the run finishes."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    fresh_seed: bool = typer.Option(
+        False, "--fresh-seed", help="Start a new, independent replicate: a new run id (replicate-<UTC time> "
+                                    "unless --run-id) and a run seed derived from it."),
 ) -> None:
     """Run (or resume) an experiment and print its round table."""
-    run_dir = _run(config, run_id, runs_root, overwrite, _parse_overrides(set_), prefect, verbose)
+    overrides = _parse_overrides(set_)
+    if fresh_seed:  # the mechanism of the deployment's fresh_seed parameter (the nightly replicate)
+        from crowdlab.experiments.config import fresh_replicate
+
+        run_id, overrides = fresh_replicate(run_id, overrides)
+    run_dir = _run(config, run_id, runs_root, overwrite, overrides, prefect, verbose)
     if report_:
         from crowdlab.analysis import write_report
 
