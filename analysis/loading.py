@@ -5,6 +5,11 @@ A *run folder* holds ``manifest.json``, ``personas/``, ``decisions/`` and ``roun
 returns one :class:`RunData` whose tables carry a ``run_id`` column, so replicates run as separate
 run ids concatenate naturally.
 
+Re-running a config under a new run id repeats its seeds, and so its decisions: such runs are not
+independent replicates. ``load`` keeps one run per (config hash, run seed) and leaves the others
+out with a warning naming them (``RunData.duplicates``); ``crowdlab run --fresh-seed`` starts a
+real new replicate (new run id, seed derived from it, so a new config hash).
+
 Decisions are never read eagerly: a million agents over five rounds is five million rows with a
 free-text column, so the object exposes a lazy pyarrow dataset and reads only the columns a
 metric needs (``read_decisions(columns=...)``).
@@ -41,6 +46,10 @@ DECISION_FIXED_COLUMNS: tuple[str, ...] = (
     "run_id", "condition_id", "replicate", "round", "shard", "agent_id", "group", "model", "seed",
     "text", "value", "valid", "error", "input_tokens", "output_tokens", "latency_s",
 )
+#: A declarative scenario's typed answer columns (decisions, ``answer_<field>``, ``answer_errors``)
+#: and settle-rule columns (rounds, ``outcome_<name>``): not design factors; runs without them
+#: (schema version 1, or the built-in beauty contest) read them as null when mixed with others.
+ANSWER_PREFIX, OUTCOME_PREFIX = "answer_", "outcome_"
 #: What metrics read by default: everything but the raw answer text.
 METRIC_COLUMNS: tuple[str, ...] = (
     "run_id", "condition_id", "replicate", "round", "agent_id", "group", "model", "value", "valid",
@@ -113,10 +122,14 @@ def _read_rounds(run_dir: Path) -> pa.Table | None:
 
 @dataclass
 class RunData:
-    """Everything one or several runs wrote, with lazy access to the (large) decisions."""
+    """Everything one or several runs wrote, with lazy access to the (large) decisions.
+
+    ``duplicates`` maps each run left out as a repeat to the run kept in its place.
+    """
 
     run_dirs: list[Path]
     manifests: dict[str, dict] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -166,7 +179,8 @@ class RunData:
     @cached_property
     def factor_columns(self) -> list[str]:
         """Design factors: the decision columns beyond the contract's fixed ones."""
-        return [name for name in self.decisions_dataset.schema.names if name not in DECISION_FIXED_COLUMNS]
+        return [name for name in self.decisions_dataset.schema.names
+                if name not in DECISION_FIXED_COLUMNS and not name.startswith(ANSWER_PREFIX)]
 
     @cached_property
     def conditions(self) -> pd.DataFrame:
@@ -177,7 +191,7 @@ class RunData:
                 f"{', '.join(map(str, self.run_dirs))}: no rounds.parquet or rounds/ parts; "
                 "the game parameters (p, offset, lo, hi) come from there"
             )
-        factors = [c for c in rounds.columns if c not in ROUND_FIXED_COLUMNS]
+        factors = [c for c in rounds.columns if c not in ROUND_FIXED_COLUMNS and not c.startswith(OUTCOME_PREFIX)]
         cols = ["run_id", "condition_id", "p", "offset", "lo", "hi", *factors]
         return rounds[cols].drop_duplicates(["run_id", "condition_id"]).reset_index(drop=True)
 
@@ -232,20 +246,70 @@ class RunData:
         return frame.merge(personas, on=["run_id", "agent_id"], how="left")
 
 
+def _seed_key(manifest: dict) -> tuple[str, str] | None:
+    """(config hash, run seed) of a run; None when the manifest lacks the hash (nothing to compare).
+
+    The config hash covers every field that changes decisions, the seed included, so two runs with
+    the same key drew the same seeds for every (condition, replicate): the same data twice.
+    """
+    digest = manifest.get("config_hash")
+    if not digest:
+        return None
+    seeds = manifest.get("seeds") or {}
+    return str(digest), str(seeds.get("run", manifest.get("seed")))
+
+
+def _keep_first(item: tuple[int, Path, str, dict]) -> tuple[int, str, int]:
+    """Which of several repeats to keep: a completed run, then the earliest created, then path order."""
+    index, _, _, manifest = item
+    return (0 if manifest.get("status") == "completed" else 1, str(manifest.get("created_at") or ""), index)
+
+
+def drop_repeated_runs(
+    runs: list[tuple[Path, str, dict]],
+) -> tuple[list[tuple[Path, str, dict]], dict[str, str]]:
+    """Keep one run per (config hash, run seed); return the kept runs and {left out: kept}.
+
+    Identical seeds are never counted as independent replicates: each left-out run is named in a
+    warning, with the way to start a real replicate.
+    """
+    groups: dict[tuple[str, str], list[tuple[int, Path, str, dict]]] = {}
+    for index, (run_dir, run_id, manifest) in enumerate(runs):
+        key = _seed_key(manifest)
+        if key is not None:
+            groups.setdefault(key, []).append((index, run_dir, run_id, manifest))
+    dropped: dict[str, str] = {}
+    for (digest, seed), members in groups.items():
+        if len(members) < 2:
+            continue
+        kept, *repeats = sorted(members, key=_keep_first)
+        for _, _, run_id, _ in repeats:
+            dropped[run_id] = kept[2]
+        log.warning(
+            "left out run(s) %s: same config (hash %s) and seed %s as run %s, so the same decisions again, "
+            "not independent replicates; start a new replicate with `crowdlab run --fresh-seed`",
+            ", ".join(r[2] for r in sorted(repeats)), digest[:12], seed, kept[2],
+        )
+    return [r for r in runs if r[1] not in dropped], dropped
+
+
 def load(paths: PathLike | Sequence[PathLike]) -> RunData:
     """Open one run folder, an experiment folder of runs, or a list of them.
 
-    Nothing large is read here; tables load on first access.
+    Runs that repeat another run's config and seed are left out with a warning (see
+    ``drop_repeated_runs``). Nothing large is read here; tables load on first access.
     """
-    run_dirs = find_run_dirs(paths)
-    manifests: dict[str, dict] = {}
-    for run_dir in run_dirs:
+    runs: list[tuple[Path, str, dict]] = []
+    seen: set[str] = set()
+    for run_dir in find_run_dirs(paths):
         manifest = _read_manifest(run_dir)
         run_id = str(manifest.get("run_id") or run_dir.name)
-        if run_id in manifests:
+        if run_id in seen:
             raise RunFolderError(f"{run_dir}: run id {run_id!r} appears twice")
-        manifests[run_id] = manifest
-    return RunData(run_dirs=run_dirs, manifests=manifests)
+        seen.add(run_id)
+        runs.append((run_dir, run_id, manifest))
+    kept, dropped = drop_repeated_runs(runs)
+    return RunData(run_dirs=[r[0] for r in kept], manifests={r[1]: r[2] for r in kept}, duplicates=dropped)
 
 
 def as_run(run: "RunData | PathLike | Sequence[PathLike]") -> RunData:

@@ -1,10 +1,20 @@
 import json
+import logging
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 from crowdlab.analysis import RunFolderError, load
+from crowdlab.analysis.stats import replicate_ci
+
+
+def _set_manifest(run_dir: Path, **fields) -> Path:
+    """Give a hand-written run the manifest fields a real run has (config hash, seeds, ...)."""
+    path = run_dir / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    return run_dir
 
 
 def test_load_run_reads_all_tables(small_run):
@@ -41,8 +51,9 @@ def test_decisions_with_personas_joins_on_agent_id(small_run):
 
 def test_experiment_dir_concatenates_runs(make_run, tmp_path):
     guesses = {("c000", 0, 1): [10, 20, 30]}
-    make_run("run-a", guesses=guesses, conditions={"c000": {"p": 0.5}})
-    make_run("run-b", guesses={("c000", 0, 1): [40, 50]}, conditions={"c000": {"p": 0.5}})
+    _set_manifest(make_run("run-a", guesses=guesses, conditions={"c000": {"p": 0.5}}), config_hash="a1")
+    _set_manifest(make_run("run-b", guesses={("c000", 0, 1): [40, 50]}, conditions={"c000": {"p": 0.5}}),
+                  config_hash="b2")
     run = load(tmp_path)
     assert run.run_ids == ["run-a", "run-b"]
     counts = run.decisions.groupby("run_id", observed=True).size()
@@ -82,8 +93,70 @@ def test_rounds_read_from_parts_before_consolidation(small_run):
 
 def test_runs_with_different_factors_unify(make_run, tmp_path):
     make_run("run-a", guesses={("c000", 0, 1): [10, 20]}, conditions={"c000": {"p": 0.5, "prompt": "P1"}})
-    make_run("run-b", guesses={("c000", 0, 1): [30]}, conditions={"c000": {"p": 0.5, "ratio": "1/2"}})
+    _set_manifest(make_run("run-b", guesses={("c000", 0, 1): [30]}, conditions={"c000": {"p": 0.5, "ratio": "1/2"}}),
+                  config_hash="other")
     frame = load(tmp_path).read_decisions(["run_id", "prompt", "ratio"])
     by_run = frame.astype(object).set_index("run_id")
     assert by_run.loc["run-b", "prompt"] is None or pd.isna(by_run.loc["run-b", "prompt"])
     assert by_run.loc["run-b", "ratio"] == "1/2"
+
+
+def _runs_of(tmp_path: Path, make_run, specs: dict[str, dict]) -> Path:
+    """Runs of one experiment: ``specs[run_id]`` holds manifest fields; every run guessed the same."""
+    for run_id, fields in specs.items():
+        _set_manifest(make_run(run_id, guesses={("c000", 0, 1): [30, 40, 50], ("c000", 1, 1): [20, 30, 40]},
+                               conditions={"c000": {"p": 0.5}}), **fields)
+    return tmp_path
+
+
+def test_reruns_with_the_same_config_and_seed_are_not_pooled_as_replicates(make_run, tmp_path, caplog):
+    same = {"config_hash": "9f86d081884c7d65", "seeds": {"run": 42, "population": 1}, "status": "completed"}
+    specs = {"demo-1": {**same, "created_at": "2026-01-01T10:00:00+00:00"},
+             "demo-2": {**same, "created_at": "2026-01-01T11:00:00+00:00"},
+             "demo-3": {**same, "created_at": "2026-01-01T09:00:00+00:00", "status": "running"},
+             "fresh": {**same, "seeds": {"run": 7, "population": 1}, "config_hash": "other"}}
+    with caplog.at_level(logging.WARNING, logger="crowdlab.analysis.loading"):
+        run = load(_runs_of(tmp_path, make_run, specs))
+    assert run.run_ids == ["demo-1", "fresh"]  # completed first, then the earliest
+    assert run.duplicates == {"demo-2": "demo-1", "demo-3": "demo-1"}
+    [record] = [r for r in caplog.records if "left out" in r.getMessage()]
+    message = record.getMessage()
+    assert "demo-2, demo-3" in message and "run demo-1" in message and "--fresh-seed" in message
+    assert sorted(run.decisions["run_id"].astype(str).unique()) == ["demo-1", "fresh"]
+    assert sorted(run.rounds["run_id"].unique()) == ["demo-1", "fresh"]
+    # two runs x two replicates = four replicate means, not eight
+    from crowdlab.analysis import round_metrics
+    assert len(round_metrics(run)) == 4
+    assert replicate_ci(round_metrics(run), "mean")["ci_low"].notna().all()
+
+
+def test_same_seed_under_another_config_is_kept(make_run, tmp_path, caplog):
+    specs = {"a": {"config_hash": "h1", "seeds": {"run": 42}}, "b": {"config_hash": "h2", "seeds": {"run": 42}},
+             "no-hash": {"config_hash": None}, "no-hash-2": {"config_hash": None}}
+    with caplog.at_level(logging.WARNING, logger="crowdlab.analysis.loading"):
+        run = load(_runs_of(tmp_path, make_run, specs))
+    assert run.run_ids == ["a", "b", "no-hash", "no-hash-2"] and run.duplicates == {}
+    assert not [r for r in caplog.records if "left out" in r.getMessage()]
+
+
+def test_engine_reruns_dropped_and_fresh_seed_replicates_kept(tmp_path, personas_path, caplog):
+    """The reported case: the same config under new run ids; then --fresh-seed's mechanism."""
+    from crowdlab.experiments import load_config, run as run_experiment
+    from crowdlab.experiments.config import fresh_replicate
+
+    config = {"experiment": "e", "population": {"personas": str(personas_path)},
+              "scenario": {"kind": "beauty_contest"}, "backend": {"kind": "behavioral"}, "rounds": 1,
+              "shard_size": 600, "seed": 42}
+    root = tmp_path / "runs"
+    for run_id in ("r1", "r2"):
+        run_experiment(config, run_id=run_id, runs_root=root)
+    with caplog.at_level(logging.WARNING, logger="crowdlab.analysis.loading"):
+        assert load(root / "e").run_ids == ["r1"]
+    assert any("r2" in r.getMessage() and "r1" in r.getMessage() for r in caplog.records)
+    for run_id in ("fresh-a", "fresh-b"):
+        rid, overrides = fresh_replicate(run_id, {})
+        run_experiment(dict(config, **overrides), run_id=rid, runs_root=root)
+    pooled = load(root / "e")
+    assert pooled.run_ids == ["fresh-a", "fresh-b", "r1"]
+    means = pooled.rounds.query("group == -1").set_index("run_id")["mean"]
+    assert means["fresh-a"] != means["fresh-b"] != means["r1"]
