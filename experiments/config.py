@@ -15,6 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crowdlab import yaml_io
 from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
 from crowdlab.experiments.dispatch import DispatchConfig, LocalDispatch
 from crowdlab.experiments.errors import ConfigError
@@ -180,7 +181,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     if not file.is_file():
         raise ConfigError("config", f"file not found: {file}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml_io.safe_load(file.read_text(encoding="utf-8"))
+    except yaml_io.DuplicateKeyError as exc:  # the later value would silently win
+        raise ConfigError(exc.dotted("config"), f"duplicate key {str(exc.key)!r} ({file.name} line {exc.line})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

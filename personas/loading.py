@@ -1,7 +1,9 @@
 """Reading a PopulationSpec from YAML text, a dict or a file, with errors that name the field.
 
 pydantic's errors are rewritten into one ``SpecError`` whose message starts with a readable
-path (``attributes[2] (age).std``) and, for YAML input, ends with the line of that field.
+path (``attributes[2] (age).std``) and, for YAML input, ends with the line of that field. A key
+given twice in one mapping is refused the same way (``crowdlab.yaml_io``), naming the mapping,
+the key and the line of its second appearance.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pydantic import ValidationError
 
 from crowdlab.personas.errors import SpecError
 from crowdlab.personas.spec import ATTRIBUTE_KINDS, DISTRIBUTION_KINDS, PopulationSpec
+from crowdlab.yaml_io import DuplicateKeyError, UniqueKeyLoader
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:`, `yes`, `no` stay strings."""
+
+class _Yaml12Loader(UniqueKeyLoader):
+    """SafeLoader with YAML 1.2 booleans (only true/false, so `on:`, `yes`, `no` stay strings)
+    that refuses duplicate keys."""
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -49,6 +54,8 @@ def parse_spec(source: str | dict[str, Any]) -> PopulationSpec:
         try:
             root = yaml.compose(source, Loader=_Yaml12Loader)
             data = yaml.load(source, Loader=_Yaml12Loader)  # noqa: S506 - safe loader subclass
+        except DuplicateKeyError as exc:
+            raise SpecError(_duplicate_label(exc), f"duplicate key {str(exc.key)!r}", exc.line) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -84,6 +91,20 @@ def _translate(exc: ValidationError, data: dict[str, Any], root: yaml.Node | Non
         return SpecError(label, "unknown field", _line(root, keys))
     message = error["msg"].removeprefix("Value error, ")
     return SpecError(label, message, _line(root, keys))
+
+
+def _duplicate_label(exc: DuplicateKeyError) -> str:
+    """The mapping that holds a duplicate key, labelled like the other errors: attributes[1] (sex).cases."""
+    label, previous = "", None
+    for part, name in zip(exc.path, exc.names):
+        if isinstance(part, int):
+            label += f"[{part}]" + (f" ({name})" if name and previous == "attributes" else "")
+        elif previous in _KEYED:
+            label += f"[{part}]"
+        else:
+            label += f".{part}" if label else str(part)
+        previous = part
+    return label or "spec"
 
 
 def _join(label: str, field: str) -> str:

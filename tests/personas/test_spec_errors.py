@@ -244,3 +244,42 @@ def test_not_a_mapping() -> None:
 
 def test_spec_error_is_a_value_error() -> None:
     assert issubclass(SpecError, ValueError)
+
+
+DUPLICATED = """\
+name: t
+attributes:
+  - {name: age, kind: uniform, low: 18, high: 80}
+  - name: sex
+    kind: categorical
+    percentages: {male: 50, female: 50, male: 40}
+attributes:
+  - {name: height, kind: normal, mean: 170, std: 10}
+"""
+
+
+def test_a_key_given_twice_names_the_mapping_the_key_and_the_line() -> None:
+    # a second `attributes:` list used to replace the first without a word
+    err = fails(DUPLICATED.replace(", male: 40", ""), "spec: duplicate key 'attributes' (line 7)")
+    assert err.field == "spec" and err.line == 7
+    err = fails(DUPLICATED, "attributes[1] (sex).percentages: duplicate key 'male' (line 6)")
+    nested = spec_yaml("- name: age\n  kind: normal\n  mean: 40\n  std: 5\n  std: 9\n")
+    fails(nested, "attributes[0] (age): duplicate key 'std' (line 7)")
+    # keys compare as YAML reads them; a merge key may be overridden, as YAML intends
+    fails(spec_yaml("- {name: n, kind: categorical, weights: {1: 1, 01: 2}}\n"), "duplicate key '1'")
+    merged = "name: t\nbase: &b {kind: uniform, low: 0, high: 1}\n"
+    with pytest.raises(SpecError, match="base: unknown field"):  # not a duplicate error
+        parse_spec(merged + "attributes:\n  - {<<: *b, name: x, high: 2}\n")
+
+
+def test_cli_refuses_a_duplicate_key_with_exit_code_2(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from crowdlab.flows.cli import app
+
+    path = tmp_path / "dup.yaml"
+    path.write_text(DUPLICATED.replace(", male: 40", ""))
+    result = CliRunner().invoke(app, ["personas", "sample", str(path), "-n", "10", "-o", str(tmp_path / "p.parquet")])
+    assert result.exit_code == 2
+    assert "error: spec: duplicate key 'attributes' (line 7)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "p.parquet").exists()
