@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_report import report
-from crowdlab.flows.prefect_env import quiet_prefect
+from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
 
 DEMO_CONFIG = Path("experiments/configs/demo.yaml")
@@ -27,6 +28,7 @@ app = typer.Typer(
     help="Very large LLM-agent simulations as reproducible experiments.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,  # usage errors: one line `error: <param>: <problem>`, exit 2
 )
 app.add_typer(personas_app, name="personas")
 app.add_typer(models_app, name="models")
@@ -70,15 +72,19 @@ def _print_rounds(run_dir: Path) -> None:
 
 
 def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, overrides: dict[str, Any],
-         use_prefect: bool, verbose: bool) -> Path:
+         use_prefect: bool, verbose: bool, report: bool = False) -> tuple[Path, Optional[Path]]:
+    """Run through Prefect or in-process; (run folder, report written inside the flow or None).
+
+    Every failure the user can fix (``UserError``) is one line on stderr, exit code 2, with or
+    without Prefect; a run stopped by its backend is one line, exit code 1."""
     from crowdlab import experiments
+    from crowdlab.experiments.redaction import seal
 
     try:
         # Every check before starting Prefect, so bad input fails in a second with one clean line.
         experiments.preflight(experiments.load_config(config, overrides), run_id, runs_root, overwrite)
-    except experiments.ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
+    except experiments.UserError as exc:
+        fail(exc.render(cli=True))
 
     progress = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True)
@@ -93,26 +99,30 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
                 quiet_prefect(verbose)
                 from crowdlab.flows import pipeline
 
+                if not verbose:
+                    hide_run_failures()
                 add_progress_listener(on_progress)
                 try:
+                    # seal: credentials in --set values stay in memory, out of Prefect's database
                     outcome = pipeline.experiment_flow(str(config), run_id=run_id, runs_root=str(runs_root),
-                                                       overwrite=overwrite, overrides=overrides or None)
+                                                       overwrite=overwrite, overrides=seal(overrides) or None,
+                                                       report=report)
                 finally:
                     remove_progress_listener(on_progress)
                 run_dir = Path(outcome["run_dir"])
+                report_path = Path(outcome["report"]) if outcome.get("report") else None
             else:
                 cfg = experiments.load_config(config, overrides)
                 run_dir = experiments.run(cfg, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
                                           progress=on_progress).run_dir
-    except experiments.ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
+                report_path = None
+    except experiments.UserError as exc:
+        fail(exc.render(cli=True))
     except experiments.ShardFailedError as exc:
-        console.print(f"[red]run stopped:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+        fail(f"run stopped: {exc}", code=1)
     _print_rounds(run_dir)
     console.print(f"run folder: {run_dir}")
-    return run_dir
+    return run_dir, report_path
 
 
 @app.command("run")
@@ -130,16 +140,17 @@ def run_command(
                                     "unless --run-id) and a run seed derived from it."),
 ) -> None:
     """Run (or resume) an experiment and print its round table."""
+    # Under Prefect the flow writes the report and links it as an artifact of the run.
     overrides = _parse_overrides(set_)
     if fresh_seed:  # the mechanism of the deployment's fresh_seed parameter (the nightly replicate)
         from crowdlab.experiments.config import fresh_replicate
 
         run_id, overrides = fresh_replicate(run_id, overrides)
-    run_dir = _run(config, run_id, runs_root, overwrite, overrides, prefect, verbose)
+    run_dir, written = _run(config, run_id, runs_root, overwrite, overrides, prefect, verbose, report_)
     if report_:
         from crowdlab.analysis import write_report
 
-        console.print(f"report: {write_report(run_dir)}")
+        console.print(f"report: {written or write_report(run_dir)}")
 
 
 @app.command("demo")
@@ -149,12 +160,9 @@ def demo_command(
 ) -> None:
     """The main job on its embedded defaults: personas -> 4-round beauty contest (Prefect) -> report."""
     if not DEMO_CONFIG.is_file():
-        console.print(f"[red]error:[/red] {DEMO_CONFIG} not found: run the demo from the crowdlab checkout")
-        raise typer.Exit(code=2)
-    from crowdlab.analysis import write_report
-
-    run_dir = _run(DEMO_CONFIG, "demo", runs_root, True, {}, True, verbose)
-    console.print(f"report: {write_report(run_dir)}")
+        fail(f"config: {DEMO_CONFIG} not found: run the demo from the crowdlab checkout")
+    _, written = _run(DEMO_CONFIG, "demo", runs_root, True, {}, True, verbose, report=True)
+    console.print(f"report: {written}")
 
 
 @app.command("ui")
