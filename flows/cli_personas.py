@@ -13,21 +13,30 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.prepare import check_writable
+from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.personas import SpecError, describe, load_spec, read_personas, read_spec_info, write_personas
 from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, warn_departures
 
-app = typer.Typer(help="Sample and inspect persona populations.", no_args_is_help=True)
+app = typer.Typer(help="Sample and inspect persona populations.", no_args_is_help=True, cls=OneLineErrors)
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    fail(message)
+
+
+def _check_out(out: Path) -> None:
+    """The output can be written (checked before sampling, not after)."""
+    try:
+        check_writable(out, field="out")
+    except ConfigError as exc:
+        raise SpecError("out", exc.message) from None
 
 
 @app.command("sample")
@@ -45,6 +54,7 @@ def sample_command(
         check_quotas(spec, n)
         if chunk_size <= 0:
             raise SpecError("chunk-size", f"must be positive, got {chunk_size}")
+        _check_out(out.parent)
     except SpecError as exc:
         _fail(str(exc))
         return
@@ -143,6 +153,7 @@ def generate_command(
     try:
         spec = load_spec(spec_path)
         backend = _read_backend(backend_path)
+        _check_out(out)
         plan = gen.plan_generation(spec, n, seed, out, shard_size, backend)  # every check before work starts
     except SpecError as exc:
         _fail(str(exc))
