@@ -39,8 +39,16 @@ class EngineWorker:
         self.ctx = RunContext(Path(spec["run_dir"]), spec["run_id"], config, conditions, spec["agent_ids"],
                               list(config.design.factors))
         self.name = name
+        # A simulated node serves several shards at once on threads that share this context: fill
+        # its per-condition caches now, once, rather than racing to build them in every thread
+        for cid in conditions:
+            self.ctx.models(cid)
+            self.ctx.scenario(cid)
         warm = get_backend(backend_config(backend))
         getattr(warm, "engine", None)  # LLM backends start their engine lazily: start it now
+        if getattr(warm, "needs_prompts", False):
+            for cid in conditions:
+                self.ctx.group_sizes(cid)
         log.info("engine %s ready on %s (pid %d)", name, socket.gethostname(), os.getpid())
 
     def ready(self) -> str:
