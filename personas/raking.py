@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CELLS = 250_000  # grid size beyond which no exact plan is made (rejection alone then)
+MAX_CELLS = 50_000  # grid size beyond which no exact plan is made (rejection alone then)
 MAX_SWEEPS = 3000
+PATIENCE = 200  # sweeps without a better fit before raking gives up (unreachable targets)
 CONVERGED_TVD = 1e-12
 DEPARTURE_TVD = 1e-3  # an attainable marginal further than this (TVD) from its target is flagged
 _BISECT_STEPS = 64
@@ -63,7 +64,7 @@ class Departure:
     cells: list[str]
     target: list[float]
     attainable: list[float]
-    tvd: float  # over the attribute's cells (with its parent's, for a conditional attribute)
+    tvd: float  # over the attribute's cells (given each parent value, for a conditional attribute)
 
     def largest(self, limit: int = 4) -> list[int]:
         """Indices of the cells furthest from their targets."""
@@ -159,14 +160,12 @@ def _build_plan(spec: "PopulationSpec") -> ConstraintPlan:
     if _empty_stratum(q0, axes):
         return ConstraintPlan({}, [], names, quota, "no combination of values satisfies every constraint")
     targets = [_margin(prop, axes, i) for i in range(len(axes))]
-    untilted = [np.ones_like(t) for t in targets]
-    candidates = [(_deviation(q0, axes, targets, w), k, w) for k, w in enumerate((untilted, _rake(q0, axes, targets)))]
-    dev, _, weights = min(candidates, key=lambda c: (c[0], c[1]))  # a tie keeps plain conditioning
+    weights, dev = _rake(q0, axes, targets)
     q = _apply(q0, axes, weights)
     q /= q.sum()
     departures = []
     for i, axis in enumerate(axes):
-        factor_tvd = _tvd(_margin(q, axes, i), targets[i])
+        factor_tvd = _departure_tvd(_margin(q, axes, i), targets[i], axis)
         if factor_tvd > DEPARTURE_TVD:
             own_t, own_a = _own(prop, axes, i), _own(q, axes, i)
             keep = (own_t > 0) | (own_a > 0)
@@ -349,6 +348,16 @@ def _own(q: np.ndarray, axes: list[_Axis], i: int) -> np.ndarray:
     return m.sum(axis=0) if axes[i].parent is not None else m
 
 
+def _departure_tvd(m: np.ndarray, target: np.ndarray, axis: _Axis) -> float:
+    """TVD of an attribute's marginal; for a conditional one, of its distribution given each parent
+    value (weighted by the parent's attainable shares), so a parent's shift is flagged on the parent."""
+    if axis.parent is None:
+        return _tvd(m, target)
+    weight = m.sum(axis=1)
+    given = m / np.where(weight > 0, weight, 1.0)[:, None]
+    return float((weight * 0.5 * np.abs(given - axis.proposal).sum(axis=1)).sum())
+
+
 def _tvd(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
@@ -360,16 +369,21 @@ def _apply(q0: np.ndarray, axes: list[_Axis], weights: list[np.ndarray]) -> np.n
     return q
 
 
-def _deviation(q0: np.ndarray, axes: list[_Axis], targets: list[np.ndarray], weights: list[np.ndarray]) -> float:
-    q = _apply(q0, axes, weights)
-    return max(_tvd(_margin(q, axes, i), t) for i, t in enumerate(targets))
+def _rake(q0: np.ndarray, axes: list[_Axis], targets: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Iterative proportional fitting of the factor margins of q0 * prod(W) to the targets.
 
-
-def _rake(q0: np.ndarray, axes: list[_Axis], targets: list[np.ndarray]) -> list[np.ndarray]:
-    """Iterative proportional fitting of the factor margins of q0 * prod(W) to the targets."""
+    Returns the weights of the sweep whose largest marginal TVD was smallest (no weights at all,
+    plain conditioning, counts as sweep 0): when the targets are unreachable, raking cycles
+    instead of converging, and the best compromise seen is kept.
+    """
     weights = [np.ones_like(t) for t in targets]
     q = q0 / q0.sum()
+    best = ([w.copy() for w in weights], max(_tvd(_margin(q, axes, i), t) for i, t in enumerate(targets)))
+    best_sweep = -1
     for sweep in range(MAX_SWEEPS):
+        if best[1] < CONVERGED_TVD:
+            log.debug("raking converged after %d sweeps", sweep)
+            break
         for i, target in enumerate(targets):
             m = _margin(q, axes, i)
             ratio = np.where(m > 0, target / np.where(m > 0, m, 1.0), 1.0)
@@ -378,10 +392,12 @@ def _rake(q0: np.ndarray, axes: list[_Axis], targets: list[np.ndarray]) -> list[
             weights[i] = np.where(m > 0, weights[i] / weights[i][m > 0].max(), 1.0)
             q = q * _broadcast(axes, i, ratio)
             q /= q.sum()
-        if max(_tvd(_margin(q, axes, i), t) for i, t in enumerate(targets)) < CONVERGED_TVD:
-            log.debug("raking converged after %d sweeps", sweep + 1)
+        worst = max(_tvd(_margin(q, axes, i), t) for i, t in enumerate(targets))
+        if worst < best[1] * (1 - 1e-9):
+            best, best_sweep = ([w.copy() for w in weights], worst), sweep
+        elif sweep - best_sweep >= PATIENCE:
             break
-    return weights
+    return best
 
 
 def _draws(q: np.ndarray, axes: list[_Axis]) -> dict[str, CellDraw]:
