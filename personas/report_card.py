@@ -1,21 +1,26 @@
 """The population report card: is this population what the spec asked for, and are its texts varied?
 
 Sections (each stage timed, since a million personas is the expected size):
-- fit: realised vs target per attribute with total variation distance (``describe``);
+- fit: realised vs target per attribute with total variation distance (``describe``), and the
+  attributes the constraints keep from their targets (target, attainable, realised per cell);
+- distributions: per numeric attribute a histogram of realised values next to the target's share
+  of each bin; per conditional attribute one panel per parent value (small multiples);
 - coverage: for every pair of categorical attributes, occupied cells vs the cells expected to be
   occupied if the pair were independent with the target marginals (sum of 1 - (1 - p_a p_b)^n);
 - names: distinct share of each identity ``name`` column;
 - backgrounds: exact and near-duplicate rates, distinct-n, length distribution (``text_stats``)
-  and the gate's contradiction rates.
-``write_report_card`` writes ``report_card.json`` and ``report_card.html`` (plots embedded).
+  and the gate's contradiction rates;
+- examples: a seeded sample of personas with their backgrounds and gate verdicts (plus a few of
+  the personas the gate flagged, marked as such).
+``write_report_card`` writes ``report_card.json`` and ``report_card.html`` (figures embedded; see
+``report_card_html.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,10 +31,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crowdlab.parquet_io import write_text_atomic
-from crowdlab.personas.describe import describe
-from crowdlab.personas.spec import Categorical, IdentityAttribute, PopulationSpec, categories_of
+from crowdlab.personas.describe import describe, numeric_target
+from crowdlab.personas.spec import (
+    Categorical,
+    ConditionalAttribute,
+    IdentityAttribute,
+    PopulationSpec,
+    TemplateAttribute,
+    categories_of,
+)
 
 MAX_PAIR_ATTRIBUTES = 15
+MAX_PANELS = 12  # parent values shown for a conditional attribute (the most common ones)
+HISTOGRAM_BINS = 40
+MAX_INTEGER_BINS = 120  # an integer attribute spanning at most this many values gets one bin per value
+EXAMPLES = 5
+FLAGGED_EXAMPLES = 2
 
 
 def coverage(table: pa.Table, spec: PopulationSpec) -> list[dict[str, Any]]:
@@ -62,7 +79,94 @@ def name_uniqueness(table: pa.Table, spec: PopulationSpec) -> dict[str, float]:
     return out
 
 
-def report_card(table: pa.Table, spec: PopulationSpec | None = None, *, threshold: float = 0.8, num_perm: int = 64) -> dict[str, Any]:
+def histogram(dist: Any, values: np.ndarray) -> dict[str, Any]:
+    """Realised and target share per bin over the target's central 99 % (the rest counted apart)."""
+    grid, _ = numeric_target(dist)
+    lo, hi = np.quantile(grid, [0.005, 0.995])
+    if dist.integer and hi - lo + 1 <= MAX_INTEGER_BINS:
+        edges = np.arange(math.floor(lo), math.ceil(hi) + 2) - 0.5
+    else:
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HISTOGRAM_BINS + 1)
+    values = np.asarray(values, dtype=float)
+    n = max(len(values), 1)
+
+    def shares(x: np.ndarray, total: int) -> tuple[list[float], float, float]:
+        counts, _ = np.histogram(x, bins=edges)
+        return (counts / total).tolist(), float((x < edges[0]).sum() / total), float((x > edges[-1]).sum() / total)
+
+    realised, below, above = shares(values, n)
+    target, t_below, t_above = shares(grid, len(grid))
+    return {"edges": edges.tolist(), "realised": realised, "target": target, "n": int(len(values)),
+            "outside": {"realised_below": below, "realised_above": above, "target_below": t_below, "target_above": t_above}}
+
+
+def distributions(table: pa.Table, spec: PopulationSpec) -> dict[str, Any]:
+    """Histogram data for numeric attributes; one panel per parent value for conditional ones."""
+    out: dict[str, Any] = {}
+    for attr in spec.attributes:
+        if attr.name not in table.column_names or isinstance(attr, (IdentityAttribute, TemplateAttribute, Categorical)):
+            continue
+        if not isinstance(attr, ConditionalAttribute):
+            out[attr.name] = {"kind": "numeric", "histogram": histogram(attr, table.column(attr.name).to_numpy())}
+            continue
+        parent = table.column(attr.on)
+        counts = sorted(pc.value_counts(parent).to_pylist(), key=lambda c: -c["counts"])
+        panels = []
+        for entry in counts[:MAX_PANELS]:
+            value = entry["values"]
+            dist = attr.cases.get(value, attr.default)
+            if dist is None:
+                continue
+            child = pc.filter(table.column(attr.name), pc.equal(parent, value))
+            panel: dict[str, Any] = {"value": value, "n": int(entry["counts"]), "case": value in attr.cases}
+            if attr.is_categorical:
+                realised = {c["values"]: c["counts"] / max(len(child), 1) for c in pc.value_counts(child).to_pylist()}
+                target = dict(zip(dist.categories, dist.probabilities.tolist()))
+                panel["categories"] = [c for c in attr.categories if c in target or c in realised]
+                panel["target"] = [target.get(c, 0.0) for c in panel["categories"]]
+                panel["realised"] = [realised.get(c, 0.0) for c in panel["categories"]]
+            else:
+                panel["histogram"] = histogram(dist, child.to_numpy())
+            panels.append(panel)
+        out[attr.name] = {"kind": "conditional", "on": attr.on, "categorical": attr.is_categorical,
+                          "panels": panels, "parent_values": len(counts)}
+    return out
+
+
+def examples(table: pa.Table, spec: PopulationSpec, seed: int = 0, k: int = EXAMPLES) -> list[dict[str, Any]]:
+    """A seeded sample of personas (and up to FLAGGED_EXAMPLES the gate flagged), as plain rows."""
+    n = table.num_rows
+    if n == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picked = [(int(i), "random") for i in np.sort(rng.choice(n, size=min(k, n), replace=False))]
+    if "background_consistent" in table.column_names:
+        ok = np.asarray(table.column("background_consistent").to_numpy(zero_copy_only=False), dtype=bool)
+        flagged = np.setdiff1d(np.flatnonzero(~ok), [i for i, _ in picked])
+        if flagged.size:
+            extra = np.sort(rng.choice(flagged, size=min(FLAGGED_EXAMPLES, flagged.size), replace=False))
+            picked += [(int(i), "flagged by the gate") for i in extra]
+    rows = table.take(pa.array([i for i, _ in picked])).to_pylist()
+    attributes = [a.name for a in spec.attributes if a.name in table.column_names]
+    out = []
+    for (index, why), row in zip(picked, rows):
+        example: dict[str, Any] = {"row": index, "agent_id": row.get("agent_id"), "chosen": why,
+                                   "attributes": {a: row[a] for a in attributes}}
+        if "background" in row:
+            example["background"] = row["background"]
+            example["gate"] = {
+                "consistent": row.get("background_consistent"),
+                "tries": row.get("background_tries"),
+                "mismatch": row.get("background_mismatch"),
+                "error": row.get("background_error"),
+            }
+        out.append(example)
+    return out
+
+
+def report_card(
+    table: pa.Table, spec: PopulationSpec | None = None, *, threshold: float = 0.8, num_perm: int = 64, example_seed: int = 0
+) -> dict[str, Any]:
     """Every figure of the card as plain JSON-able data (``stages_s`` holds each stage's time)."""
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -77,10 +181,18 @@ def report_card(table: pa.Table, spec: PopulationSpec | None = None, *, threshol
         "spec": fit.spec_name,
         "n": fit.n,
         "max_tvd": fit.max_tvd,
-        "attributes": [{"name": a.name, "kind": a.kind, "tvd": a.tvd, "note": a.note, "rows": [asdict(r) for r in a.rows]} for a in fit.attributes],
+        "attributes": [
+            {"name": a.name, "kind": a.kind, "tvd": a.tvd, "note": a.note, "flag": a.flag,
+             "departure": [asdict(c) for c in a.departure], "rows": [asdict(r) for r in a.rows]}
+            for a in fit.attributes
+        ],
+        "constraints": [{"name": c.name, "doc": c.doc} for c in spec.constraints],
         "coverage": coverage(table, spec),
     }
     stages["coverage_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    card["distributions"] = distributions(table, spec)
+    stages["distributions_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     card["names"] = name_uniqueness(table, spec)
     stages["names_s"] = time.perf_counter() - t0
@@ -93,78 +205,31 @@ def report_card(table: pa.Table, spec: PopulationSpec | None = None, *, threshol
         stages.update({f"backgrounds_{k}": v for k, v in bg.pop("stages_s").items()})
         bg["contradiction_rate"] = contradiction_rates(table)
         card["backgrounds"] = bg
+    t0 = time.perf_counter()
+    card["examples"] = examples(table, spec, example_seed)
+    card["example_seed"] = example_seed
+    stages["examples_s"] = time.perf_counter() - t0
     card["stages_s"] = stages
     return card
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def plots(card: dict[str, Any]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out: dict[str, str] = {}
-    for attr in card["attributes"]:
-        shares = [r for r in attr["rows"] if r["share"] and r["target"] is not None]
-        if not shares or len(shares) > 30:
-            continue
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(shares) + 1))
-        y = np.arange(len(shares))
-        ax.barh(y - 0.2, [r["target"] for r in shares], 0.4, label="target")
-        ax.barh(y + 0.2, [r["realised"] for r in shares], 0.4, label="realised")
-        ax.set_yticks(y, [r["label"] for r in shares], fontsize=7)
-        ax.set_title(f"{attr['name']} (TVD {attr['tvd']:.4f})" if attr["tvd"] is not None else attr["name"])
-        ax.legend(fontsize=7)
-        out[attr["name"]] = _png(fig)
-    if "backgrounds" in card:
-        edges, counts = card["backgrounds"]["histogram"]
-        fig, ax = plt.subplots(figsize=(6, 2.5))
-        ax.stairs(counts, edges, fill=True)
-        ax.set_xlabel("words per background")
-        ax.set_ylabel("personas")
-        out["background length"] = _png(fig)
-    return out
-
-
-HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{{ card.spec }} report card</title>
-<style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>
-</head><body><h1>{{ card.spec }}: {{ "{:,}".format(card.n) }} personas</h1>
-<h2>Fit per attribute</h2><p>largest TVD: {{ "%.4f"|format(card.max_tvd) }}</p>
-<table><tr><th>attribute</th><th>kind</th><th>TVD</th><th>note</th></tr>
-{% for a in card.attributes %}<tr><td>{{ a.name }}</td><td>{{ a.kind }}</td><td>{{ "-" if a.tvd is none else "%.4f"|format(a.tvd) }}</td><td>{{ a.note }}</td></tr>{% endfor %}</table>
-{% for name, png in figures.items() %}<h3>{{ name }}</h3><img src="data:image/png;base64,{{ png }}">{% endfor %}
-<h2>Two-way coverage</h2><table><tr><th>pair</th><th>cells</th><th>occupied</th><th>expected occupied</th></tr>
-{% for c in card.coverage %}<tr><td>{{ c.pair }}</td><td>{{ c.cells }}</td><td>{{ c.occupied }}</td><td>{{ "%.1f"|format(c.expected_occupied) }}</td></tr>{% endfor %}</table>
-<h2>Names</h2><ul>{% for k, v in card.names.items() %}<li>{{ k }}: {{ "%.2f%%"|format(100 * v) }} distinct</li>{% endfor %}</ul>
-{% if card.backgrounds %}{% set b = card.backgrounds %}<h2>Backgrounds</h2><table>
-<tr><td>exact-duplicate rate</td><td>{{ "%.3f%%"|format(100 * b.exact_duplicate_rate) }}</td></tr>
-<tr><td>near-duplicate rate (Jaccard &ge; {{ b.lsh.threshold }}, MinHash LSH)</td><td>{{ "%.3f%%"|format(100 * b.near_duplicate_rate) }}</td></tr>
-{% for k, v in b.distinct.items() %}<tr><td>{{ k }}</td><td>{{ "%.4f"|format(v) }}</td></tr>{% endfor %}
-<tr><td>words (mean / median / 5%-95%)</td><td>{{ "%.1f"|format(b.words.mean) }} / {{ b.words.q50 }} / {{ b.words.q05 }}-{{ b.words.q95 }}</td></tr>
-{% for k, v in b.contradiction_rate.items() %}<tr><td>{{ k }}</td><td>{{ "%.4f"|format(v) }}</td></tr>{% endfor %}</table>{% endif %}
-<h2>Stage times (s)</h2><ul>{% for k, v in card.stages_s.items() %}<li>{{ k }}: {{ "%.2f"|format(v) }}</li>{% endfor %}</ul>
-</body></html>"""
-
-
-def write_report_card(table: pa.Table, out_dir: str | Path, spec: PopulationSpec | None = None) -> dict[str, Any]:
+def write_report_card(table: pa.Table, out_dir: str | Path, spec: PopulationSpec | None = None, *, example_seed: int = 0) -> dict[str, Any]:
     """Compute the card and write report_card.json and report_card.html into ``out_dir``."""
-    import jinja2
+    from crowdlab.personas.report_card_html import render
 
-    card = report_card(table, spec)
+    card = report_card(table, spec, example_seed=example_seed)
     t0 = time.perf_counter()
-    figures = plots(card)
+    html = render(card)
     card["stages_s"]["plots_s"] = time.perf_counter() - t0
     out = Path(out_dir)
-    write_text_atomic(json.dumps(card, indent=2, default=float), out / "report_card.json")
-    html = jinja2.Environment(autoescape=True).from_string(HTML).render(card=card, figures=figures)
+    write_text_atomic(json.dumps(card, indent=2, default=_json_default, ensure_ascii=False), out / "report_card.json")
     write_text_atomic(html, out / "report_card.html")
     return card
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)  # dates and the like in example rows
+
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,88 @@ def test_report_files_and_cli(demo_spec, tmp_path: Path) -> None:
     assert set(card["stages_s"]) >= {"fit_s", "coverage_s", "backgrounds_minhash_s", "backgrounds_lsh_s", "plots_s"}
     missing = CliRunner().invoke(app, ["personas", "report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, for structure checks."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+
+
+CONDITIONAL_SPEC = {
+    "name": "conditional_card",
+    "attributes": [
+        {"name": "age", "kind": "uniform", "low": 18, "high": 80, "integer": True},
+        {"name": "occupation", "kind": "categorical", "percentages": {"student": 20, "nurse": 30, "professor": 10, "retired": 40}},
+        {"name": "income", "kind": "conditional", "on": "occupation",
+         "cases": {"student": {"kind": "lognormal", "median": 12000, "sigma": 0.5}},
+         "default": {"kind": "lognormal", "median": 45000, "sigma": 0.4}},
+        {"name": "field", "kind": "conditional", "on": "occupation",
+         "cases": {"professor": {"kind": "categorical", "percentages": {"science": 60, "arts": 40}}},
+         "default": {"kind": "categorical", "percentages": {"science": 30, "arts": 20, "trade": 50}}},
+        {"name": "height", "kind": "normal", "mean": 170, "std": 9},
+    ],
+    # unreachable: 40 % retired, all 70 or older, but only 11 of 63 ages are
+    "constraints": [{"name": "retired_over_70", "if": {"occupation": {"in": ["retired"]}}, "then": {"age": {"ge": 70}}}],
+}
+
+
+def test_card_has_every_section_a_figure_per_numeric_attribute_and_examples(demo_spec, tmp_path: Path) -> None:
+    from crowdlab.personas.backgrounds import add_backgrounds, resolve_backend
+
+    table = add_backgrounds(sample(demo_spec, 800, 3), demo_spec, 3, resolve_backend(demo_spec, {"kind": "echo", "corrupt_rate": 0.3}))
+    card = write_report_card(table, tmp_path, demo_spec, example_seed=7)
+    page = _Tags((tmp_path / "report_card.html").read_text())
+    sections = {a["id"] for a in page.find("section") if a.get("id")}
+    assert {"fit", "constraints", "attributes", "coverage", "names", "backgrounds", "examples"} <= sections
+    numeric = [a.name for a in demo_spec.attributes if a.kind in ("uniform", "normal", "lognormal")]
+    assert numeric == ["age", "income_eur"]
+    for name in numeric:  # exactly one histogram per numeric attribute, inside its own section
+        assert len(page.find("img", data_figure="histogram", data_attribute=name)) == 1
+        h = card["distributions"][name]["histogram"]
+        assert len(h["realised"]) == len(h["target"]) == len(h["edges"]) - 1
+        assert abs(sum(h["realised"]) + h["outside"]["realised_below"] + h["outside"]["realised_above"] - 1) < 1e-9
+    assert len(page.find("img", data_figure="histogram")) == len(numeric)
+    assert len(page.find("img", data_figure="bars")) == 4  # locale, sex, education, occupation
+    # examples: a seeded sample with gate verdicts, plus personas the gate flagged
+    examples = page.find("div", **{"class": "example"})
+    random_rows = [e for e in examples if e["data-chosen"] == "random"]
+    assert len(random_rows) == 5 and len(examples) == 7
+    assert page.find("span", data_verdict="flagged") and all("gate" in e and "background" in e for e in card["examples"])
+    again = write_report_card(table, tmp_path / "again", demo_spec, example_seed=7)
+    assert [e["row"] for e in again["examples"]] == [e["row"] for e in card["examples"]]
+    # the demo's constraints leave every target reachable: no flag, and the card says so
+    assert not page.find("div", **{"class": "flag"}) and "Every target marginal is attainable" in (tmp_path / "report_card.html").read_text()
+
+
+def test_conditional_attributes_get_small_multiples_and_departures_are_flagged(tmp_path: Path) -> None:
+    spec = parse_spec(CONDITIONAL_SPEC)
+    table = sample(spec, 6000, seed=1)
+    card = write_report_card(table, tmp_path, spec)
+    page = _Tags((tmp_path / "report_card.html").read_text())
+    for name in ("income", "field"):
+        assert len(page.find("img", data_figure="small-multiples", data_attribute=name)) == 1
+        panels = card["distributions"][name]["panels"]
+        assert sorted(p["value"] for p in panels) == ["nurse", "professor", "retired", "student"]
+        assert sum(p["n"] for p in panels) == 6000
+    student = next(p for p in card["distributions"]["income"]["panels"] if p["value"] == "student")
+    assert student["case"] and "histogram" in student
+    professor = next(p for p in card["distributions"]["field"]["panels"] if p["value"] == "professor")
+    assert professor["categories"] == ["science", "arts"] and professor["target"] == pytest.approx([0.6, 0.4])
+    assert [a["data-attribute"] for a in page.find("img", data_figure="histogram")] == ["age", "height"]
+    flagged = [a for a in card["attributes"] if a["flag"]]
+    assert flagged and all(a["departure"] for a in flagged)
+    for a in flagged:
+        assert page.find("div", data_flag=a["name"])
+        assert {"label", "target", "attainable", "realised"} <= set(a["departure"][0])
+    assert not page.find("section", id="backgrounds")
+    assert len(page.find("div", **{"class": "example"})) == 5 and "gate" not in card["examples"][0]
