@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crowdlab import yaml_io
+from crowdlab.experiments.answers import ANSWER_TAGS
 from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
 from crowdlab.experiments.dispatch import DispatchConfig, LocalDispatch
 from crowdlab.experiments.errors import ConfigError
@@ -145,9 +146,36 @@ def _union_tags(union: Any) -> set[str]:
 _TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig)
 
 
+# Tags of unions nested in a declarative scenario: answer types under ``fields.<name>``, settle
+# rules under ``outcome.<i>`` (matched by position, so a field may be named like a type).
+_NESTED_TAGS = {"fields": ANSWER_TAGS, "outcome": frozenset({"aggregate", "formula", "closest", "payoff"})}
+# A validator may name a sub-path of its model: "outcome.0.formula: unknown name 'q'".
+_SUBPATH = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.S)
+
+
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    p = loc[i]
+    if not isinstance(p, str):
+        return False
+    if p in _TAGS or p.startswith("function-"):
+        return True
+    return i >= 2 and p in _NESTED_TAGS.get(str(loc[i - 2]), ())
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _TAGS or p.startswith("function-")))]
+    parts = [str(p) for i, p in enumerate(loc) if not _is_tag(loc, i)]
     return ".".join(parts) or "config"
+
+
+def _error_location(err: Any) -> tuple[str, str]:
+    """(dotted field path, message) of one pydantic error."""
+    field, msg = _field_path(err["loc"]), err["msg"]
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found") and \
+            err.get("ctx", {}).get("discriminator") == "'type'":  # an answer field's type
+        field += ".type"
+    elif err["type"] == "value_error" and (m := _SUBPATH.match(msg)):
+        field, msg = f"{field}.{m[1]}" if field != "config" else m[1], m[2]
+    return field, msg
 
 
 def validate_config(data: dict[str, Any] | ExperimentConfig, where: str = "") -> ExperimentConfig:
@@ -157,9 +185,8 @@ def validate_config(data: dict[str, Any] | ExperimentConfig, where: str = "") ->
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _field_path(err["loc"])
-        raise ConfigError(f"{where}{field}" if where else field, err["msg"]) from None
+        field, msg = _error_location(exc.errors()[0])
+        raise ConfigError(f"{where}{field}" if where else field, msg) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -191,7 +218,34 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         raise ConfigError("config", f"{file} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{file} does not hold a mapping")
-    return validate_config(apply_overrides(data, overrides))
+    try:
+        return validate_config(apply_overrides(data, overrides))
+    except ConfigError as exc:
+        line = yaml_line(file.read_text(encoding="utf-8"), exc.field)
+        if line is None:
+            raise
+        raise ConfigError(exc.field, f"{str(exc)[len(exc.field) + 2:]} ({file.name} line {line})") from None
+
+
+def yaml_line(text: str, field: str) -> int | None:
+    """1-based line of the deepest node of a dotted ``field`` path in a YAML text (None if absent)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in field.split("."):
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+        elif isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
 
 def fresh_replicate(run_id: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """Run id and overrides for a new, independent replicate of an experiment.

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 from crowdlab.experiments.backends.base import (
     Backend, Message, RequestBatch, ResponseBatch, SamplingSettings,
 )
+from crowdlab.experiments.backends.baseline import FormulaBaselineConfig
 from crowdlab.experiments.backends.behavioral import BehavioralConfig
 from crowdlab.experiments.backends.dummy import DummyConfig
 from crowdlab.experiments.backends.openai_compat import OpenAIBackendConfig
@@ -25,6 +26,7 @@ from crowdlab.experiments.backends.settings import BackendSettings
 BackendConfig = Annotated[
     Union[
         BehavioralConfig,
+        FormulaBaselineConfig,
         DummyConfig,
         VLLMBackendConfig,
         OpenAIBackendConfig,

@@ -193,7 +193,9 @@ class DeclarativeScenario:
                                "integer_only": self.primary is not None
                                and self.fields[self.primary].type_name != "number",
                                "round": history.round, "total_rounds": history.total_rounds,
-                               "groups": groups, "fields": {k: f.type_name for k, f in self.fields.items()}}
+                               "groups": groups,
+                               "answer_fields": {k: {"type": f.type_name, "options": f.option_labels()}
+                                                 for k, f in self.fields.items()}}
         k = history.round - 1
         G = max(self.n_groups(), int(groups.max(initial=-1)) + 1)
         gv = self._group_values(history.public, k, G) if k >= 1 else {}
@@ -205,7 +207,8 @@ class DeclarativeScenario:
             if f.type_name in _NUMERIC:
                 ctx[f"own_last_{name}"] = f.numeric(own.columns[name]) if own is not None else np.full(n, np.nan)
         if self.params.baseline is not None:
-            ctx["baseline"] = dict(self.params.baseline.fields)
+            ctx["baseline"] = {"fields": dict(self.params.baseline.fields),
+                               "parameters": dict(self.params.baseline.parameters)}
         return ctx
 
     # -- prompts ----------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class Baseline(_Model):
     ``normal()`` draw from the request seed. Served by ``backend: {kind: formula}``."""
 
     fields: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, float] = Field(default_factory=dict, description="constants the formulas read")
 
 
 class DeclarativeParams(_Model):
@@ -143,6 +144,9 @@ def _check_fields(p: DeclarativeParams) -> None:
             if not name.isidentifier():
                 raise ValueError(f"questions.{i}.fields.{name}: field names must be identifiers")
             seen.add(name)
+    for name in p.parameters:
+        if name in RESERVED or name.startswith(("last_", "own_last_")) or not name.isidentifier():
+            raise ValueError(f"parameters.{name}: reserved or not an identifier (reserved: {', '.join(sorted(RESERVED))})")
     if p.groups > 1 and p.group_size is not None:
         raise ValueError("give either groups or group_size, not both")
     if p.primary is not None:
@@ -197,7 +201,7 @@ def _check_rules(p: DeclarativeParams) -> None:
             if name not in fields:
                 _raise(f"baseline.fields.{name}", ValueError("no such answer field"))
             try:
-                Formula(source, baseline_names(p), functions=BASELINE_RANDOM)
+                Formula(source, baseline_names(p) | set(p.baseline.parameters), functions=BASELINE_RANDOM)
             except FormulaError as exc:
                 _raise(f"baseline.fields.{name}", exc)
 
@@ -214,12 +218,16 @@ def group_value_names(p: DeclarativeParams) -> list[str]:
 
 def baseline_names(p: DeclarativeParams) -> set[str]:
     numeric = [n for n, f in p.fields.items() if f.type_name in ("number", "integer", "likert", "linear_scale")]
-    return (set(p.numeric_parameters()) | {"round", "total_rounds", "group_size"}
-            | {f"last_{v}" for v in group_value_names(p)} | {f"own_last_{n}" for n in numeric})
+    return (set(p.numeric_parameters()) | {"round", "total_rounds", "lo", "hi", "own_last"}
+            | {f"last_{v}" for v in [*group_value_names(p), "target", "winning_value"]}
+            | {f"own_last_{n}" for n in numeric})
 
 
 def _no_call(*_: Any) -> Any:  # placeholders so the names check passes; the backend binds real draws
     raise RuntimeError("random draws are bound by the formula backend")
 
 
-BASELINE_RANDOM = {"uniform": _no_call, "normal": _no_call}
+BASELINE_RANDOM = {"uniform": _no_call, "normal": _no_call, "agent_uniform": _no_call}
+#: Names the context and formulas define themselves; parameters may not take them.
+RESERVED = frozenset({"round", "total_rounds", "lo", "hi", "own_last", "groups", "scenario", "integer_only",
+                      "baseline", "answer_fields", *STANDARD_STATS, "target", "winning_value"})

@@ -52,6 +52,7 @@ class Formula:
         except SyntaxError as exc:
             raise FormulaError(f"syntax error in {source!r}: {exc.msg} (column {exc.offset})") from None
         self._names: set[str] = set()
+        self._allowed = None if allowed is None else set(allowed)
         self._check(self.tree.body)
         if allowed is not None:
             unknown = sorted(self._names - set(allowed))
@@ -66,7 +67,7 @@ class Formula:
             if not isinstance(node.value, (int, float, bool)):
                 raise FormulaError(f"only numbers are allowed as constants in {self.source!r}")
         elif isinstance(node, ast.Name):
-            if node.id in self.functions:
+            if node.id in self.functions and (self._allowed is None or node.id not in self._allowed):
                 raise FormulaError(f"{node.id!r} is a function; call it in {self.source!r}")
             self._names.add(node.id)
         elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:

@@ -1,7 +1,8 @@
 """Prompt templates of declarative scenarios: Jinja2 in a sandbox, checked before a run starts.
 
-* ``SandboxedEnvironment`` with ``StrictUndefined``: a template cannot call into Python
-  internals, and a name that is not defined fails instead of rendering as an empty string;
+* ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a template cannot call into Python
+  internals or change its variables (``params.update(...)``), and a name that is not defined
+  fails instead of rendering as an empty string;
 * every template is parsed when the config is validated: a syntax error, a top-level name that
   is not one of ``TEMPLATE_NAMES``, an attribute or key starting with ``_`` (``''.__class__``)
   or the ``attr`` filter fail there, naming the template;
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 if TYPE_CHECKING:
     from crowdlab.experiments.scenarios.declarative_params import DeclarativeParams
@@ -35,8 +36,8 @@ class TemplateError(ValueError):
 
 
 @lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+def environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
                                 trim_blocks=True, lstrip_blocks=True)
 
 

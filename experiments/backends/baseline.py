@@ -1,0 +1,112 @@
+"""A non-LLM baseline for declarative scenarios: each answer field from a formula.
+
+The scenario declares ``baseline: {fields: {name: formula}}`` (see
+``scenarios/declarative_params.Baseline``); this backend evaluates those formulas over the
+round's context (parameters, ``round``, ``last_<value>`` of the agent's group, its own
+``own_last_<field>``), vectorised over the batch, and writes the answers as JSON text, so they go
+through the same parser and checks as an LLM's. ``uniform()`` and ``normal()`` draw from the
+request seed (one stream per call site), so a decision depends only on its seed. Choice fields
+take an option index (0-based), scale fields a point.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import special
+
+from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
+from crowdlab.experiments.backends.settings import BackendSettings
+from crowdlab.experiments.seeding import uniforms
+
+_STREAM_BASE, _AGENT_STREAM_BASE = 1000, 50_000
+
+
+class FormulaBaselineConfig(BackendSettings):
+    """Answers from the scenario's ``baseline`` formulas (no settings of its own)."""
+
+    kind: Literal["formula"] = "formula"
+
+    def default_label(self) -> str:
+        return "formula-baseline"
+
+    def build(self) -> "FormulaBaselineBackend":
+        return FormulaBaselineBackend(self)
+
+
+def _draws(seeds: np.ndarray, agent_ids: np.ndarray) -> dict[str, Any]:
+    """``uniform()``/``normal()`` bound to the batch's seeds, a new stream at every call;
+    ``agent_uniform()`` depends on the agent id only, so it is the same in every round (a fixed
+    type, e.g. free rider or conditional cooperator)."""
+    counter = iter(range(_STREAM_BASE, _STREAM_BASE + 10_000))
+    agent_counter = iter(range(_AGENT_STREAM_BASE, _AGENT_STREAM_BASE + 10_000))
+
+    def agent_uniform() -> np.ndarray:
+        return uniforms(agent_ids, next(agent_counter))
+
+    def uniform() -> np.ndarray:
+        return uniforms(seeds, next(counter))
+
+    def normal() -> np.ndarray:
+        return special.ndtri(np.clip(uniforms(seeds, next(counter)), 1e-12, 1 - 1e-12))
+
+    return {"uniform": uniform, "normal": normal, "agent_uniform": agent_uniform}
+
+
+def _as_json_value(values: np.ndarray, spec: dict[str, Any]) -> pa.Array:
+    """The JSON text of each value for a field of type ``spec['type']``."""
+    kind = spec["type"]
+    if kind in ("choice",):
+        labels = np.array(spec["options"], dtype=object)
+        idx = np.clip(np.nan_to_num(values, nan=0).astype(np.int64), 0, len(labels) - 1)
+        return pc.binary_join_element_wise('"', pa.array(labels[idx], pa.string()), '"', "")
+    missing = pa.array(~np.isfinite(values))
+    if kind in ("integer", "likert", "linear_scale"):
+        text = pc.cast(pa.array(np.round(np.nan_to_num(values)).astype(np.int64)), pa.string())
+    else:
+        text = pc.cast(pa.array(np.round(np.nan_to_num(values), 4)), pa.string())
+    return pc.if_else(missing, "null", text)  # no value: the parser reports it unparseable
+
+
+class FormulaBaselineBackend:
+    name = "formula"
+    needs_prompts = False
+
+    def __init__(self, config: FormulaBaselineConfig) -> None:
+        self.config = config
+
+    def generate(self, batch: RequestBatch) -> ResponseBatch:
+        from crowdlab.experiments.scenarios.formula import Formula  # scenarios import backends
+
+        start = time.perf_counter()
+        n = len(batch)
+        ctx = batch.context
+        baseline: dict[str, Any] | None = ctx.get("baseline")
+        if not baseline or not baseline.get("fields"):
+            raise ValueError(f"scenario {ctx.get('scenario')!r} declares no 'baseline' formulas for backend "
+                             "kind 'formula'")
+        env = {k: v for k, v in ctx.items() if isinstance(v, (int, float, np.ndarray)) and not isinstance(v, bool)}
+        env.update(baseline.get("parameters", {}))
+        specs = ctx["answer_fields"]
+        parts: list[pa.Array] = []
+        draws = _draws(batch.seeds, batch.agent_ids)
+        for name, source in baseline["fields"].items():
+            formula = Formula(source, allowed=env, functions=draws)
+            values = np.broadcast_to(np.asarray(formula(env), dtype=np.float64), (n,))
+            key = pa.array([f'"{name}": '] * n, pa.string())
+            parts.append(pc.binary_join_element_wise(key, _as_json_value(values, specs[name]), ""))
+        body = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ", ")
+        texts = pc.binary_join_element_wise("{", body, "}", "").to_pylist()
+        elapsed = time.perf_counter() - start
+        return ResponseBatch(texts=texts, input_tokens=np.zeros(n, np.int64), output_tokens=np.zeros(n, np.int64),
+                             latency_s=np.full(n, elapsed / max(n, 1)), errors=[None] * n)
+
+    def close(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, **self.config.model_dump(mode="json")}
