@@ -1,8 +1,14 @@
 """Reports of a run: a summary table, a markdown digest (for a Prefect artifact) and a
-self-contained HTML page (plots embedded as base64 PNG, so the file can be mailed or archived)."""
+self-contained HTML page (plots embedded as base64 PNG, so the file can be mailed or archived).
+
+The page reads the same at 1, 12 or 48 conditions: a key/value run summary (the full manifest
+folded away), conditions named by their factor values, a fixed set of figures laid out as small
+multiples, and long tables folded into ``<details>`` with their size in the summary line.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,9 +22,11 @@ from crowdlab.analysis.breakdown import breakdown
 from crowdlab.analysis.levelk import level_k_shares
 from crowdlab.analysis.loading import PathLike, RunData, as_run
 from crowdlab.analysis.metrics import convergence, round_metrics
+from crowdlab.analysis.facets import short_names
 from crowdlab.analysis.plots import figure_set, figure_to_base64
 from crowdlab.analysis.reference import field_contests, fidelity, paper_comparison
-from crowdlab.analysis.stats import compare_conditions, replicate_ci
+from crowdlab.analysis.run_summary import conditions_table, run_summary
+from crowdlab.analysis.stats import compare_conditions, replicate_ci, single_factor_pairs
 from crowdlab.parquet_io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -26,6 +34,12 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Persona attributes the report breaks guesses down by when the run has them.
 DEFAULT_BREAKDOWNS: tuple[str, ...] = ("education", "occupation", "model")
+#: Tables longer than this are folded into <details> (their size in the summary line).
+OPEN_ROWS = 25
+#: Up to this many conditions the report tests every pair; beyond, pairs differing in one factor.
+ALL_PAIRS_UP_TO = 6
+#: Significance level the multiple-comparison note counts against.
+ALPHA = 0.05
 
 
 def summary_table(run: RunData | PathLike, metrics: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
@@ -88,6 +102,95 @@ def _html_table(frame: pd.DataFrame, digits: int = 3) -> str:
                          float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 else f"{v:.{digits}f}")
 
 
+def _block(frame: pd.DataFrame, what: str, open_rows: int = OPEN_ROWS, digits: int = 3) -> str:
+    """A scrollable table, folded into <details> when longer than ``open_rows``."""
+    table = f'<div class="scroll">{_html_table(frame, digits)}</div>'
+    if len(frame) <= open_rows:
+        return table
+    return f"<details><summary>{what}: {len(frame):,} rows (show)</summary>{table}</details>"
+
+
+def _with_factors(frame: pd.DataFrame, conditions: pd.DataFrame, on: str = "condition_id") -> pd.DataFrame:
+    """Insert the conditions' factor columns right after ``on``."""
+    factors = [c for c in conditions.columns if c != "condition_id"]
+    merged = frame.assign(**{on: frame[on].astype(str)}).merge(
+        conditions.rename(columns={"condition_id": on}), on=on, how="left")
+    order = list(frame.columns)
+    at = order.index(on) + 1
+    return merged[order[:at] + [f for f in factors if f not in order] + order[at:]]
+
+
+def means_by_round(summary: pd.DataFrame, conditions: pd.DataFrame) -> pd.DataFrame:
+    """One row per condition, one column per round: the mean guess and its 95 % interval."""
+    def cell(row: pd.Series) -> str:
+        if pd.isna(row["mean"]):
+            return ""
+        if pd.isna(row["ci_low"]):
+            return f"{row['mean']:.1f}"
+        return f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+    cells = summary.assign(cell=summary.apply(cell, axis=1), round=summary["round"].map(lambda r: f"round {r}"))
+    wide = cells.pivot(index="condition_id", columns="round", values="cell").reset_index()
+    wide.columns.name = None
+    rounds = sorted((c for c in wide.columns if c != "condition_id"), key=lambda c: int(c.split()[1]))
+    cols = [c for c in conditions.columns if c not in ("range",)]
+    return conditions[cols].merge(wide[["condition_id", *rounds]], on="condition_id", how="right")
+
+
+def _comparisons(run: RunData, conditions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The pairwise tests the report shows, and the note on multiple comparisons."""
+    ids = conditions["condition_id"].tolist()
+    if len(ids) < 2:
+        return pd.DataFrame(), ""
+    factors = [c for c in conditions.columns if c not in ("condition_id", "p", "offset", "range")]
+    if len(ids) <= ALL_PAIRS_UP_TO:
+        pairs, which = None, "every pair of conditions"
+    else:
+        pairs = single_factor_pairs(conditions, factors)
+        which = "pairs of conditions that differ in exactly one factor"
+    table = compare_conditions(run, pairs=pairs, correction="holm")
+    n_tests = int(table["mannwhitney_p"].notna().sum())
+    raw = int((table["mannwhitney_p"] < ALPHA).sum())
+    adjusted = int((table["mannwhitney_p_adj"] < ALPHA).sum())
+    note = (f"Tests of {which}, every round: {len(table):,} comparisons ({n_tests:,} with enough data). "
+            f"With that many tests some fall under {ALPHA:g} by chance alone (about {ALPHA * n_tests:.0f} "
+            f"if no condition differed), so each p-value is also shown adjusted for the whole table with "
+            f"Holm's step-down correction (*_p_adj; controls the chance of any false positive). "
+            f"Mann-Whitney: {raw:,} below {ALPHA:g} unadjusted, {adjusted:,} after the correction.")
+    if factors:
+        values = conditions.set_index("condition_id")[factors].astype(str)
+        table.insert(3, "differs in", [
+            ", ".join(f"{f}: {values.at[a, f]} vs {values.at[b, f]}" for f in factors
+                      if values.at[a, f] != values.at[b, f])
+            for a, b in zip(table["condition_a"], table["condition_b"])])
+    keep = ["round", "condition_a", "condition_b", "differs in", "n_a", "n_b", "mean_a", "mean_b", "diff",
+            "cohen_d", "rank_biserial", "welch_p", "welch_p_adj", "mannwhitney_p", "mannwhitney_p_adj"]
+    return table[[c for c in keep if c in table]], note
+
+
+def _level_k_table(run: RunData, conditions: pd.DataFrame) -> pd.DataFrame:
+    """First-round share of guesses near each level-k point, one row per condition."""
+    shares = level_k_shares(run, keys=("condition_id", "round"))
+    if shares.empty:
+        return shares
+    first = shares[shares["round"] == shares["round"].min()]
+    wide = first.pivot_table(index="condition_id", columns="label", values="share", observed=True)
+    order = first.drop_duplicates("label").sort_values(["k", "anchor"])["label"].tolist()
+    wide = wide[[c for c in order if c in wide]].reset_index()
+    wide.columns.name = None
+    cols = [c for c in conditions.columns if c != "range"]
+    return conditions[cols].merge(wide, on="condition_id", how="right")
+
+
+def _missing_reference(fid: pd.DataFrame) -> list[str]:
+    """'c002, c005: no human data for p = 1.333 ...': conditions without a human comparison,
+    grouped by the reason."""
+    missing = fid[fid["dataset"].isna()] if "dataset" in fid else fid.iloc[0:0]
+    if missing.empty or "note" not in missing:
+        return []
+    grouped = missing.groupby("note", sort=False)["condition_id"].agg(lambda s: ", ".join(map(str, s)))
+    return [f"{ids}: {note}" for note, ids in grouped.items()]
+
+
 def _breakdowns(run: RunData, attributes: Sequence[str] | None) -> list[tuple[str, pd.DataFrame]]:
     available = set(run.personas.columns) | set(run.decisions_dataset.schema.names)
     wanted = DEFAULT_BREAKDOWNS if attributes is None else attributes
@@ -110,27 +213,38 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     target = Path(out) if out is not None else run.run_dirs[0] / "report.html"
     metrics = round_metrics(run)
     fid = fidelity(metrics)
+    matched = fid[fid["dataset"].notna()] if "dataset" in fid else fid
     breakdowns = _breakdowns(run, breakdown_attributes)
-    shares = level_k_shares(run)
-    share_cols = ["condition_id", "replicate", "round", "label", "point", "n_near", "n_valid", "share"]
-    comparisons = compare_conditions(run) if metrics["condition_id"].nunique() > 1 else pd.DataFrame()
-    figures = {title: figure_to_base64(fig)
-               for title, fig in figure_set(run, metrics, fid[fid["dataset"].notna()], breakdowns).items()}
+    conditions = conditions_table(run)
+    summary = summary_table(run, metrics, seed)
+    comparisons, comparison_note = _comparisons(run, conditions)
+    figures = [{"title": f.title, "alt": f.alt, "caption": f.caption, "png": figure_to_base64(f.figure)}
+               for f in figure_set(run, metrics, matched, breakdowns)]
+    short = short_names([c for c in summary.columns if c in run.factor_columns])
+    paper = paper_comparison(metrics, run)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
     page = env.get_template("report.html.j2").render(
         title=f"crowdlab report: {', '.join(run.run_ids)}",
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        manifest=_html_table(run.manifest.drop(columns=[c for c in run.manifest if c.startswith("config.")],
-                                               errors="ignore")),
-        summary=_html_table(summary_table(run, metrics, seed)),
-        metrics=_html_table(metrics.drop(columns=["lo", "hi"])),
-        convergence=_html_table(convergence(metrics)),
-        level_k=_html_table(shares[shares["round"] == shares["round"].min()][share_cols] if len(shares) else shares),
-        comparisons=_html_table(comparisons),
-        fidelity=_html_table(fid),
-        paper=_html_table(paper_comparison(metrics, run)),
+        run_items=run_summary(run).itertuples(index=False),
+        n_conditions=len(conditions),
+        conditions=_block(conditions, "conditions", open_rows=12),
+        manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+        means=_block(means_by_round(summary, conditions), "conditions", open_rows=48),
+        summary=_block(summary.rename(columns=short), "condition x round rows", open_rows=12),
+        metrics=_block(metrics.drop(columns=["lo", "hi"]), "replicate x round rows", open_rows=0),
+        convergence=_block(convergence(metrics), "replicates"),
+        level_k=_block(_level_k_table(run, conditions), "conditions", open_rows=48),
+        comparisons=_block(comparisons, "tests", open_rows=12),
+        comparison_note=comparison_note,
+        fidelity=_block(matched.drop(columns=["note", "source"], errors="ignore"), "comparisons"),
+        fidelity_sources=sorted(matched["source"].dropna().unique()) if "source" in matched else [],
+        no_reference=_missing_reference(fid),
+        paper=_block(paper.drop(columns=["source"]), "comparisons"),
+        paper_sources=sorted(paper["source"].dropna().unique()),
         field=_html_table(field_contests()),
-        breakdowns=[(attr, _html_table(table)) for attr, table in breakdowns],
+        breakdowns=[(attr, _block(table, f"{attr} x condition x round rows", open_rows=12))
+                    for attr, table in breakdowns],
         figures=figures,
     )
     write_text_atomic(page, target)
@@ -138,4 +252,4 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     return target
 
 
-__all__ = ["summary_markdown", "summary_table", "write_report"]
+__all__ = ["means_by_round", "summary_markdown", "summary_table", "write_report"]

@@ -1,0 +1,133 @@
+"""What a reader needs to know about a run before its numbers: a short key/value summary and
+one row per condition with its factor values.
+
+The manifest holds about fifty fields (and a copy of every condition's config); the report
+shows these few and keeps the whole manifest one click away.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+
+from crowdlab.analysis.facets import short_names
+from crowdlab.analysis.loading import PathLike, RunData, as_run
+
+
+def _models(manifest: dict) -> str:
+    seen: dict[str, str] = {}
+    for cond in manifest.get("conditions") or []:
+        for model in cond.get("models") or []:
+            backend = model.get("backend") or {}
+            name = backend.get("model") or backend.get("kind") or ""
+            label = str(model.get("label"))
+            seen.setdefault(label, f"{label} ({name})" if name and name != label else label)
+    return ", ".join(seen.values())
+
+
+def _conditions(manifest: dict) -> str:
+    conds = manifest.get("conditions") or []
+    factors = manifest.get("factor_names") or []
+    if not factors:
+        return str(len(conds)) if conds else ""
+    levels = [len({str((c.get("factors") or {}).get(f)) for c in conds}) for f in factors]
+    short = short_names(factors)
+    return f"{len(conds)}: " + " x ".join(f"{short[f]} ({n})" for f, n in zip(factors, levels))
+
+
+def _seed(manifest: dict) -> str:
+    seeds = manifest.get("seeds") or {}
+    if not seeds:
+        return str(manifest.get("seed", ""))
+    return ", ".join(f"{k} {v}" for k, v in seeds.items())
+
+
+def _timing(key: str) -> Callable[[dict], str]:
+    def get(manifest: dict) -> str:
+        value = (manifest.get("timings") or {}).get(key)
+        if value is None:
+            return ""
+        return f"{value:g} s" if isinstance(value, (int, float)) else str(value).replace("T", " ")
+    return get
+
+
+def _decisions(manifest: dict) -> str:
+    counts = manifest.get("counts") or {}
+    if "decisions" not in counts:
+        return ""
+    n, bad = int(counts["decisions"]), int(counts.get("invalid", 0))
+    return f"{n:,} ({bad:,} invalid, {bad / n:.1%})" if n else "0"
+
+
+def _game(manifest: dict) -> str:
+    scenario = (manifest.get("config") or {}).get("scenario") or {}
+    if not scenario:
+        return ""
+    parts = [str(scenario.get("kind", ""))]
+    for key in ("variant", "p", "offset"):
+        if key in scenario and not (key == "offset" and not scenario[key]):
+            parts.append(f"{key}={scenario[key]}")
+    factors = manifest.get("factor_names") or []
+    if factors:
+        parts.append("(design factors override)")
+    return " ".join(parts)
+
+
+#: (item, how to read it from one manifest); empty values are left out.
+ITEMS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("experiment", lambda m: m.get("experiment", "")),
+    ("run id", lambda m: m.get("run_id", "")),
+    ("status", lambda m: m.get("status", "")),
+    ("seed", _seed),
+    ("agents (n)", lambda m: f"{m['n_agents']:,}" if "n_agents" in m else ""),
+    ("rounds", lambda m: m.get("rounds", "")),
+    ("replicates", lambda m: m.get("replicates", "")),
+    ("shards", lambda m: f"{m['n_shards']} of {m.get('shard_size', '?')} agents" if "n_shards" in m else ""),
+    ("game", _game),
+    ("backend / models", _models),
+    ("conditions", _conditions),
+    ("decisions", _decisions),
+    ("started", _timing("first_started_at")),
+    ("finished", _timing("finished_at")),
+    ("wall time", _timing("wall_s")),
+    ("config hash", lambda m: str(m.get("config_hash", ""))[:12]),
+    ("crowdlab", lambda m: (m.get("versions") or {}).get("crowdlab", "")),
+)
+
+
+def run_summary(run: RunData | PathLike) -> pd.DataFrame:
+    """Columns ``item`` and ``value``: one row per item of ``ITEMS``. With several runs a value
+    they share is shown once; differing values are listed per run id."""
+    run = as_run(run)
+    rows = []
+    for item, read in ITEMS:
+        values = {run_id: str(read(m)) for run_id, m in run.manifests.items()}
+        distinct = list(dict.fromkeys(v for v in values.values()))
+        if item == "run id" or len(distinct) <= 1:
+            value = ", ".join(v for v in distinct if v)
+        elif len(values) <= 4:
+            value = "; ".join(f"{r}: {v}" for r, v in values.items())
+        else:
+            value = ", ".join(v for v in distinct if v)
+        if value:
+            rows.append({"item": item, "value": value})
+    return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def conditions_table(run: RunData | PathLike) -> pd.DataFrame:
+    """One row per condition: id, factor values (short names), p, offset and range."""
+    run = as_run(run)
+    cond = run.conditions.drop(columns=["run_id"]).drop_duplicates("condition_id")
+    cond = cond.assign(condition_id=cond["condition_id"].astype(str)).sort_values("condition_id")
+    factors = [f for f in run.factor_columns if f in cond]
+    short = short_names(factors)
+    out = cond[["condition_id", *factors]].rename(columns=short)
+    for col in ("p", "offset"):
+        if short.get(f"scenario.{col}") != col:
+            out[col] = cond[col].map(lambda v: f"{v:.4g}")
+    out["range"] = [f"{lo:g}-{hi:g}" for lo, hi in zip(cond["lo"], cond["hi"])]
+    return out.reset_index(drop=True)
+
+
+__all__ = ["ITEMS", "conditions_table", "run_summary"]
