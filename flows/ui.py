@@ -2,6 +2,11 @@
 
 Everything here drives Prefect's own CLI (server, work pool, deploy, worker) in subprocesses, so
 what a newcomer gets from `make ui` is exactly what they would type by hand.
+
+The server keeps its database under its own ``PREFECT_HOME`` (``.prefect/ui`` in the checkout,
+git-ignored; ``CROWDLAB_UI_PREFECT_HOME`` moves it), never the one CLI runs use for their
+temporary API: two processes writing one SQLite file gave "database is locked" errors. CLI runs
+that should appear in the UI talk to the server instead (``export PREFECT_API_URL=...``).
 """
 
 from __future__ import annotations
@@ -21,14 +26,27 @@ log = logging.getLogger(__name__)
 
 WORK_POOL = "crowdlab"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+#: Where the UI's server keeps its database, relative to the checkout (override: CROWDLAB_UI_PREFECT_HOME).
+UI_PREFECT_HOME = Path(".prefect") / "ui"
 
 
 class UIError(RuntimeError):
     """The local Prefect stack could not be brought up; the message says which step failed."""
 
 
-def prefect_environment(api_url: str | None = None) -> dict[str, str]:
+def ui_prefect_home(project_root: Path) -> Path:
+    """The UI server's own PREFECT_HOME: $CROWDLAB_UI_PREFECT_HOME or ``<checkout>/.prefect/ui``."""
+    override = os.environ.get("CROWDLAB_UI_PREFECT_HOME")
+    return Path(override).expanduser() if override else project_root / UI_PREFECT_HOME
+
+
+def prefect_environment(api_url: str | None = None, prefect_home: Path | None = None) -> dict[str, str]:
+    """The environment of the server, deploy and worker subprocesses (``prefect_home`` replaces
+    any PREFECT_HOME this process has, so the UI never shares the CLI's database)."""
     env = dict(os.environ)
+    if prefect_home is not None:
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(prefect_home)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # flow-run logs show in the UI
     if api_url:
@@ -86,7 +104,7 @@ def local_stack(project_root: Path, host: str = "127.0.0.1", port: int = 4200,
                 logs: Path | None = None) -> Iterator[str]:
     """Server + registered deployments + one worker; yields the UI's URL and stops all on exit."""
     api_url = f"http://{host}:{port}/api"
-    env = prefect_environment(api_url)
+    env = prefect_environment(api_url, ui_prefect_home(project_root))
     logs = logs or project_root / "data" / "ui-logs"
     logs.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen([PREFECT, "server", "start", "--host", host, "--port", str(port)], env=env,
