@@ -172,7 +172,7 @@ def ui_command(
     """Start a local Prefect server + UI, register crowdlab's deployments and a worker; Ctrl-C stops all."""
     import time
 
-    from crowdlab.flows.ui import UIError, local_stack
+    from crowdlab.flows.ui import UIError, local_stack, ui_prefect_home
 
     if not Path("prefect.yaml").is_file():
         console.print("[red]error:[/red] prefect.yaml not found: run `crowdlab ui` from the crowdlab checkout")
@@ -186,8 +186,11 @@ def ui_command(
     console.print("starting the Prefect server, registering deployments and a worker ...")
     try:
         with local_stack(Path.cwd(), port=port) as url:
-            console.print(f"Prefect UI: [bold]{url}[/bold]  (Deployments -> crowdlab-experiment/experiment -> Run)")
-            console.print(f"logs: data/ui-logs/   API: {url}/api   stop with Ctrl-C")
+            console.print(f"Prefect UI: [bold]{url}[/bold]  (Deployments -> experiment -> Run)")
+            console.print(f"logs: data/ui-logs/   database: {ui_prefect_home(Path.cwd())}   stop with Ctrl-C",
+                          highlight=False, soft_wrap=True)
+            console.print("to send `crowdlab run` to this server, in another shell:", highlight=False)
+            console.print(f"export PREFECT_API_URL={url}/api", highlight=False, soft_wrap=True, markup=False)
             while True:
                 time.sleep(1)
     except UIError as exc:
