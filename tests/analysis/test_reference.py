@@ -120,7 +120,7 @@ def test_report_shows_the_human_comparison_and_why_a_condition_has_none(make_run
     guesses = {(c, 0, r): [30, 40, 50] for c in ("c000", "c001") for r in (1, 2)}
     run_dir = make_run(guesses=guesses, conditions={"c000": {"p": 0.6667}, "c001": {"p": 0.55}})
     html = write_report(run_dir, tmp_path / "report.html").read_text()
-    section = html[html.index("<h2>Against human data</h2>"):html.index("<h2>Against the AgentScope paper</h2>")]
+    section = html[html.index("Against human data</h2>"):html.index("Against the AgentScope paper</h2>")]
     assert "nagel1995_pooled" in section and "36.73" in section
     assert "no human data for p = 0.55 (have 0.5, 0.6667, 1.333)" in section
     digest = summary_markdown(run_dir)
