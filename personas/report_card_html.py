@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 TARGET_COLOUR = "#222222"
 REALISED_COLOUR = "#4C78A8"
@@ -46,7 +46,7 @@ def _bars(ax: Any, labels: list[str], target: list[float], realised: list[float]
 
 
 def _percent() -> Any:
-    return FuncFormatter(lambda v, _: f"{100 * v:.0f}%")
+    return PercentFormatter(xmax=1.0, decimals=None)  # as many decimals as the tick spacing needs
 
 
 def _histogram(ax: Any, h: dict[str, Any]) -> None:
