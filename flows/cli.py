@@ -69,6 +69,27 @@ def _print_rounds(run_dir: Path) -> None:
         table.add_row(r["condition_id"], str(r["replicate"]), str(r["round"]), str(r["n"]), str(r["n_invalid"]),
                       fmt(r["mean"]), fmt(r["median"]), fmt(r["std"]), fmt(r["target"]), fmt(r["winning_value"]))
     console.print(table)
+    _print_rounds_by_model(run_dir)
+
+
+def _print_rounds_by_model(run_dir: Path) -> None:
+    """Mixed-model runs: the same rounds once per model (the game's target is the pooled one above)."""
+    import pyarrow.dataset as ds
+
+    if len(ds.dataset(run_dir / "decisions", format="parquet").to_table(columns=["model"])
+           .column("model").unique()) < 2:
+        return
+    from crowdlab.analysis import breakdown
+
+    rows = breakdown(run_dir, "model", by=("condition_id", "replicate", "round"))
+    table = Table(title="rounds by model")
+    for header in ("cond", "rep", "round", "model", "n", "invalid", "mean", "median", "std"):
+        table.add_column(header, justify="left" if header in ("cond", "model") else "right", no_wrap=True)
+    fmt = lambda v: "" if v != v else f"{v:.2f}"  # noqa: E731  (NaN when a model has no valid answer)
+    for r in rows.itertuples(index=False):
+        table.add_row(str(r.condition_id), str(r.replicate), str(r.round), str(r.model), str(r.n),
+                      str(r.n - r.n_valid), fmt(r.mean), fmt(r.median), fmt(r.std))
+    console.print(table)
 
 
 def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, overrides: dict[str, Any],

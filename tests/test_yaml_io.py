@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from crowdlab.yaml_io import DuplicateKeyError, safe_load
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "experiments" / "configs" / "demo.yaml"
+DEMO = REPO / "experiments" / "configs" / "baseline.yaml"
 
 
 def test_duplicates_are_refused_with_path_and_lines() -> None:

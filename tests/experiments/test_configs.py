@@ -20,9 +20,9 @@ def test_shipped_config_validates(path: Path) -> None:
     assert conditions and len({c.condition_id for c in conditions}) == len(conditions)
 
 
-def test_demo_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_baseline_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # spec paths are relative to the repository root
-    result = run(load_config(REPO / "experiments" / "configs" / "demo.yaml"), run_id="t", runs_root=tmp_path)
+    result = run(load_config(REPO / "experiments" / "configs" / "baseline.yaml"), run_id="t", runs_root=tmp_path)
     pooled = result.rounds().filter(pc.equal(result.rounds()["group"], -1))
     assert pooled.num_rows == 4 and result.n_decisions == 4000 and result.n_invalid == 0
     means = pooled.sort_by("round")["mean"].to_pylist()

@@ -62,9 +62,9 @@ def test_shipped_schedule_is_registered_and_paused(deployed: dict[str, str]) -> 
 
 
 def test_custom_run_from_the_api_completes_with_artifacts(deployed: dict[str, str], tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO_ROOT / "experiments/configs/demo.yaml").read_text())
+    config = yaml.safe_load((REPO_ROOT / "experiments/configs/baseline.yaml").read_text())
     config["population"]["spec"] = str(REPO_ROOT / config["population"]["spec"])
-    config_path = tmp_path / "demo.yaml"
+    config_path = tmp_path / "baseline.yaml"
     config_path.write_text(yaml.safe_dump(config))
     runs = tmp_path / "runs"
     dep = deployment(deployed, "crowdlab-experiment/experiment")
@@ -77,7 +77,7 @@ def test_custom_run_from_the_api_completes_with_artifacts(deployed: dict[str, st
     flow_run = wait_for(deployed, response.json()["id"])
     assert flow_run["state_type"] == "COMPLETED", flow_run["state"]
 
-    run_dir = runs / "demo" / "ui"
+    run_dir = runs / "baseline" / "ui"
     assert ds.dataset(run_dir / "decisions", format="parquet").count_rows() == 2 * 300
     artifacts = api(deployed, "POST", "/artifacts/filter",
                     {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}).json()
