@@ -159,6 +159,8 @@ def _build_plan(spec: "PopulationSpec") -> ConstraintPlan:
     q0 = prop * _feasible(spec, axes)
     if _empty_stratum(q0, axes):
         return ConstraintPlan({}, [], names, quota, "no combination of values satisfies every constraint")
+    if np.array_equal(q0, prop):  # the constraints never bind: sample exactly as without them
+        return ConstraintPlan({}, [], names, quota)
     targets = [_margin(prop, axes, i) for i in range(len(axes))]
     weights, dev = _rake(q0, axes, targets)
     q = _apply(q0, axes, weights)

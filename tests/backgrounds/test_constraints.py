@@ -77,6 +77,9 @@ def test_specs_without_constraints_sample_as_before(make_spec) -> None:
     plain = make_spec()
     free = make_spec(constraints=[{"name": "never", "if": {"age": {"gt": 1000}}, "then": {"education": {"in": ["doctorate"]}}}])
     assert sample(plain, 5000, 3).equals(sample(free, 5000, 3))
+    # a rule every value already meets, with its threshold inside the range, changes nothing either
+    met = make_spec(constraints=[{"name": "adults", "if": {"occupation": {"in": ["student"]}}, "then": {"age": {"ge": 18, "lt": 81}}}])
+    assert sample(plain, 5000, 3).equals(sample(met, 5000, 3))
 
 
 @pytest.mark.parametrize(
