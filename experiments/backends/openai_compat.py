@@ -133,8 +133,10 @@ class OpenAIBackend:
     def __init__(self, config: OpenAIBackendConfig) -> None:
         self.config = config
         self.name = config.display_label()
-        self._urls = [chat_completions_url(url) for url in config.base_urls]
-        self._shown_urls = [redact_text(url) for url in self._urls]  # what messages and logs show
+        # Credentials in a URL (http://user:KEY@host) go in the request's auth, not its URL, so
+        # httpx's own request log never shows them; messages show the redacted URL.
+        self._urls, self._auths = zip(*(_split_userinfo(chat_completions_url(url)) for url in config.base_urls))
+        self._shown_urls = [redact_text(url) for url in self._urls]
         config.check_environment()
 
     # --- request bodies ----------------------------------------------------------------------
@@ -255,7 +257,8 @@ class OpenAIBackend:
                 index = (i + attempt_no) % len(self._urls)  # a retry moves on
                 attempt_no += 1
                 try:
-                    return await _post_once(client, self._urls[index], body, self._shown_urls[index])
+                    return await _post_once(client, self._urls[index], body, self._shown_urls[index],
+                                            self._auths[index])
                 except httpx.TransportError as exc:
                     raise type(exc)(redact_text(f"{self._shown_urls[index]}: {type(exc).__name__}: {exc}")) from exc
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
@@ -280,9 +283,18 @@ class OpenAIBackend:
         """Nothing to release: connections live only inside one ``generate`` call."""
 
 
-async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], shown: str) -> Any:
+def _split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """``http://user:pw@host/v1`` -> (``http://host/v1``, Basic auth for user:pw)."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    return str(parsed.copy_with(username=None, password=None)), httpx.BasicAuth(parsed.username, parsed.password)
+
+
+async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], shown: str,
+                     auth: httpx.BasicAuth | None = None) -> Any:
     """One attempt; messages name the URL as ``shown`` (credentials redacted)."""
-    response = await client.post(url, json=body)
+    response = await client.post(url, json=body, **({"auth": auth} if auth is not None else {}))
     url = shown
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableHTTPError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
