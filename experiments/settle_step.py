@@ -52,8 +52,20 @@ def cause_counts(decisions: pa.Table, groups: np.ndarray) -> dict[str, pa.Array]
     return out
 
 
-def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: int) -> RoundSummary:
-    """Compute the round's outcome from every shard file and write its rounds part once."""
+def settle_columns(scenario) -> list[str]:  # type: ignore[no-untyped-def]
+    """The decision columns a round's settlement reads."""
+    wanted = ["agent_id", "group", "value", "valid", "error"]
+    return wanted + [c for c in getattr(scenario, "settle_columns", list)() if c not in wanted]  # typed answers
+
+
+def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: int,
+                 decisions: pa.Table | None = None) -> RoundSummary:
+    """Compute the round's outcome from every shard file and write its rounds part once.
+
+    ``decisions``: the round's ``settle_columns`` rows, all shards in shard order, when the caller
+    already holds them (the Ray driver keeps them as it writes the shards, so the barrier does not
+    read thousands of files back); otherwise they are read from the shard files.
+    """
     ctx = load_context(run_dir)
     part_path = round_part_path(ctx.run_dir, condition_id, replicate, round)
     if part_path.is_file():
@@ -64,9 +76,8 @@ def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: 
         raise RuntimeError(f"cannot settle {condition_id}/{replicate}/round {round}: "
                            f"{len(missing)} shard file(s) missing, e.g. {missing[:3]}")
     scenario = ctx.scenario(condition_id)
-    wanted = ["agent_id", "group", "value", "valid", "error"]
-    wanted += [c for c in getattr(scenario, "settle_columns", list)() if c not in wanted]  # typed answers
-    decisions = pa.concat_tables(pq.read_table(p, columns=wanted) for p in paths)
+    if decisions is None:
+        decisions = pa.concat_tables(pq.read_table(p, columns=settle_columns(scenario)) for p in paths)
     outcome = scenario.settle(decisions)
     causes = cause_counts(decisions, outcome["group"].to_numpy())
     n = outcome.num_rows
