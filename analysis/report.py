@@ -141,7 +141,7 @@ def _comparisons(run: RunData, conditions: pd.DataFrame) -> tuple[pd.DataFrame, 
     ids = conditions["condition_id"].tolist()
     if len(ids) < 2:
         return pd.DataFrame(), ""
-    factors = [c for c in conditions.columns if c not in ("condition_id", "p", "offset", "range")]
+    factors = list(conditions.attrs.get("factors", []))
     if len(ids) <= ALL_PAIRS_UP_TO:
         pairs, which = None, "every pair of conditions"
     else:

@@ -96,13 +96,30 @@ ITEMS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
 )
 
 
+def _from_data(run: RunData) -> dict[str, str]:
+    """What the tables say when a manifest lacks an item (hand-made or older run folders)."""
+    rounds = run.rounds
+    factors = [f for f in run.factor_columns if f in run.conditions]
+    levels = [run.conditions[f].astype(str).nunique() for f in factors]
+    short = short_names(factors)
+    n_cond = run.conditions["condition_id"].astype(str).nunique()
+    return {
+        "rounds": str(rounds["round"].nunique()) if "round" in rounds else "",
+        "replicates": str(rounds["replicate"].nunique()) if "replicate" in rounds else "",
+        "conditions": f"{n_cond}: " + " x ".join(f"{short[f]} ({n})" for f, n in zip(factors, levels))
+        if factors else str(n_cond),
+    }
+
+
 def run_summary(run: RunData | PathLike) -> pd.DataFrame:
     """Columns ``item`` and ``value``: one row per item of ``ITEMS``. With several runs a value
-    they share is shown once; differing values are listed per run id."""
+    they share is shown once; differing values are listed per run id. Rounds, replicates and
+    conditions come from the tables when a manifest does not say."""
     run = as_run(run)
+    fallback = _from_data(run)
     rows = []
     for item, read in ITEMS:
-        values = {run_id: str(read(m)) for run_id, m in run.manifests.items()}
+        values = {run_id: str(read(m)) or fallback.get(item, "") for run_id, m in run.manifests.items()}
         distinct = list(dict.fromkeys(v for v in values.values()))
         if item == "run id" or len(distinct) <= 1:
             value = ", ".join(v for v in distinct if v)
@@ -116,7 +133,8 @@ def run_summary(run: RunData | PathLike) -> pd.DataFrame:
 
 
 def conditions_table(run: RunData | PathLike) -> pd.DataFrame:
-    """One row per condition: id, factor values (short names), p, offset and range."""
+    """One row per condition: id, factor values (short names), p, offset and range.
+    ``attrs["factors"]`` names the factor columns."""
     run = as_run(run)
     cond = run.conditions.drop(columns=["run_id"]).drop_duplicates("condition_id")
     cond = cond.assign(condition_id=cond["condition_id"].astype(str)).sort_values("condition_id")
@@ -127,7 +145,9 @@ def conditions_table(run: RunData | PathLike) -> pd.DataFrame:
         if short.get(f"scenario.{col}") != col:
             out[col] = cond[col].map(lambda v: f"{v:.4g}")
     out["range"] = [f"{lo:g}-{hi:g}" for lo, hi in zip(cond["lo"], cond["hi"])]
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["factors"] = [short[f] for f in factors]
+    return out
 
 
 __all__ = ["ITEMS", "conditions_table", "run_summary"]

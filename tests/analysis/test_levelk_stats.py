@@ -105,3 +105,40 @@ def test_replicate_ci_unit_compare(make_run):
     run_dir = make_run(guesses=guesses, conditions={"c000": {"p": 0.5}, "c001": {"p": 0.5}})
     res = compare_conditions(run_dir, unit="replicate").iloc[0]
     assert (res["n_a"], res["n_b"]) == (4, 4) and res["diff"] == pytest.approx(-40)
+
+
+def test_adjust_pvalues_holm_by_hand_and_bh_from_scipy():
+    from crowdlab.analysis.stats import adjust_pvalues
+
+    p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
+    # Holm over the four finite p: sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1, then running max
+    assert adjust_pvalues(p, "holm")[[0, 1, 2, 4]] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert np.isnan(adjust_pvalues(p)[3])
+    assert adjust_pvalues([0.9, 0.8], "holm").max() <= 1.0
+    finite = p[np.isfinite(p)]
+    assert adjust_pvalues(finite, "bh") == pytest.approx(stats.false_discovery_control(finite))
+    with pytest.raises(ValueError, match="holm"):
+        adjust_pvalues(p, "bonferonni")
+
+
+def test_single_factor_pairs_of_a_4x3_design():
+    from crowdlab.analysis.stats import single_factor_pairs
+
+    cond = pd.DataFrame([{"condition_id": f"c{i:03d}", "variant": v, "p": p}
+                         for i, (v, p) in enumerate((v, p) for v in "ABCD" for p in ("0.5", "0.6667", "1.3333"))])
+    pairs = single_factor_pairs(cond, ["variant", "p"])
+    assert len(pairs) == 4 * 3 + 3 * 6  # p pairs within each variant + variant pairs within each p
+    assert ("c000", "c001") in pairs and ("c000", "c004") not in pairs  # c004 differs in both
+    assert len(single_factor_pairs(cond, ["variant"])) == 66  # one factor: every pair
+
+
+def test_compare_conditions_adjusts_over_the_whole_table(small_run):
+    from crowdlab.analysis.stats import adjust_pvalues
+
+    res = compare_conditions(small_run)
+    assert res["mannwhitney_p_adj"].tolist() == pytest.approx(adjust_pvalues(res["mannwhitney_p"]).tolist())
+    assert (res["welch_p_adj"] >= res["welch_p"]).all()
+    none = compare_conditions(small_run, correction="none")
+    assert none["welch_p_adj"].tolist() == pytest.approx(none["welch_p"].tolist())
+    picked = compare_conditions(small_run, pairs=[("c001", "c000")])
+    assert picked[["condition_a", "condition_b"]].drop_duplicates().values.tolist() == [["c001", "c000"]]

@@ -72,3 +72,116 @@ def test_cli_report_bad_folder_exits_with_message(tmp_path):
     (tmp_path / "nothing").mkdir()
     result = CliRunner().invoke(app, [str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "neither a run folder" in result.output
+
+
+# ---- issue 12, item 15: a report that reads the same at 1, 12 and 48 conditions ----------------
+
+import struct  # noqa: E402
+from itertools import product  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from crowdlab.analysis import load, round_metrics  # noqa: E402
+from crowdlab.analysis.plots import level_k_spikes, mean_and_target  # noqa: E402
+
+P_LEVELS = {"0.5": 0.5, "0.6667": 2 / 3, "1.3333": 4 / 3}
+
+
+def factorial(make_run, taus: tuple[str, ...] = ("",), n: int = 30, rounds: tuple[int, ...] = (1, 2)):
+    """variant (4) x p (3) [x tau]: 12 or 48 conditions named c000... in design order."""
+    rng = np.random.default_rng(1)
+    conditions, guesses = {}, {}
+    for i, (variant, p, tau) in enumerate(product(["P1", "P2", "P3", "P4"], P_LEVELS, taus)):
+        cid = f"c{i:03d}"
+        conditions[cid] = {"p": P_LEVELS[p], "scenario.variant": variant, "scenario.p": p}
+        if tau:
+            conditions[cid]["backend.tau"] = tau
+        for r in rounds:
+            guesses[(cid, 0, r)] = list(np.clip(rng.normal(50 * P_LEVELS[p] ** r, 10, n).round(), 0, 100))
+    personas = pd.DataFrame({"agent_id": np.arange(n, dtype=np.int64),
+                             "education": rng.choice(["bachelor", "phd", "high school"], n)})
+    return make_run(guesses=guesses, conditions=conditions, personas=personas)
+
+
+def _section(page: str, anchor: str) -> str:
+    start = page.index(f'id="{anchor}"')
+    return page[start:page.index("<h2", start)]
+
+
+def _png_sizes(page: str) -> list[tuple[int, int]]:
+    import base64
+    sizes = []
+    for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page):
+        head = base64.b64decode(data[:64])
+        sizes.append(struct.unpack(">II", head[16:24]))
+    return sizes
+
+
+def test_run_section_is_a_key_value_summary_with_the_manifest_folded(make_run, tmp_path):
+    page = write_report(factorial(make_run), tmp_path / "r.html").read_text()
+    run = _section(page, "run")
+    assert '<dl class="run">' in run
+    for item in ("experiment", "run id", "status", "seed", "rounds", "conditions"):
+        assert f"<dt>{item}</dt>" in run
+    assert re.search(r"<dd>12: (variant \(4\) x p \(3\)|p \(3\) x variant \(4\))</dd>", run)
+    # no wide table: the conditions table has id + factors + p/offset/range at most
+    for table in re.findall(r"<table.*?</table>", run, flags=re.S):
+        assert table.count("<th") <= 8, "the Run section must not dump the manifest as a wide table"
+    assert re.search(r"<details><summary>Full manifest of run-a</summary><pre>", run)
+
+
+def test_every_figure_names_its_conditions_by_factor_values(make_run, tmp_path):
+    page = write_report(factorial(make_run), tmp_path / "r.html").read_text()
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert len(alts) >= 4
+    for alt in alts:
+        assert re.search(r"c004 (variant=P2, p=0\.6667|p=0\.6667, variant=P2)", alt), alt[:200]
+
+
+def test_figures_stay_bounded_at_48_conditions(make_run, tmp_path):
+    page = write_report(factorial(make_run, taus=("0.5", "1.5", "3", "5"), n=12), tmp_path / "r.html").read_text()
+    sizes = _png_sizes(page)
+    # four figures (no human data at these n? p = 2/3 matches, so four) plus one per breakdown
+    assert 4 <= len(sizes) <= 6
+    for width, height in sizes:
+        assert width <= 1500 and height <= 2400, (width, height)
+    assert re.search(r"c047 \w+=[\w.]+, \w+=[\w.]+, \w+=[\w.]+", page)
+
+
+def test_mean_and_target_uses_small_multiples_with_legends_outside(make_run):
+    metrics = round_metrics(load(factorial(make_run, taus=("0.5", "1.5", "3", "5"), n=8)))
+    fig = mean_and_target(metrics)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 12  # 12 panels of the other two factors, the last 4-level factor as colour
+    assert fig.legends and not any(ax.get_legend() for ax in axes)
+    legend_box = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+    for ax in axes:
+        assert not legend_box.overlaps(ax.get_window_extent())
+        colours = [line.get_color() for line in ax.get_lines() if line.get_linestyle() == "-"]
+        assert len(colours) == 4 and len(set(colours)) == 4  # never a repeated colour in a panel
+        assert re.fullmatch(r"\w+=[\w.]+, \w+=[\w.]+", ax.get_title()), ax.get_title()
+    plt.close(fig)
+
+
+def test_level_k_labels_do_not_overlap(make_run):
+    # p = 1/2: L1@50 = L2@100 = 25 and L2@50 = L3@100 = 12.5 coincide; p = 4/3 piles five points at 100
+    guesses = {(c, 0, 1): [25, 12, 50, 60, 100] for c in ("c000", "c001", "c002")}
+    conditions = {"c000": {"p": 0.5}, "c001": {"p": 0.5, "offset": 5.0}, "c002": {"p": 4 / 3}}
+    fig = level_k_spikes(make_run(guesses=guesses, conditions=conditions))
+    renderer = fig.canvas.get_renderer()
+    labels = [t for ax in fig.axes for t in ax.texts if re.match(r"^(L\d@|EQ)", t.get_text())]
+    assert labels and {"L1@50/L2@100", "L2@50/L3@100"} <= {t.get_text() for t in labels}
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b)
+    plt.close(fig)
+
+
+def test_pairwise_tests_carry_a_multiple_comparison_note_and_holm_p(make_run, tmp_path):
+    page = write_report(factorial(make_run), tmp_path / "r.html").read_text()
+    tests = _section(page, "tests")
+    assert "Multiple comparisons." in tests and "Holm" in tests
+    assert "mannwhitney_p_adj" in tests and "differs in" in tests
+    # 12 conditions: only pairs differing in one factor, 30 of them, over 2 rounds
+    assert "60 comparisons" in tests
