@@ -101,16 +101,24 @@ class ParsedAnswers:
         return pa.MapArray.from_arrays(pa.array(offsets), keys, items, mask=pa.array(counts == 0))
 
 
-def parse_answers(texts: list[str] | pa.Array, fields: Fields) -> ParsedAnswers:
-    """Read every field from every text (free text or JSON) and validate it."""
+def only_field(fields: Fields, name: str) -> bool:
+    """May ``name`` be read from an answer that does not name it (``My guess is 33``)? Yes when
+    it is the one field, or the one required field beside an optional one (reasoning)."""
+    required = [n for n, f in fields.items() if f.required]
+    return len(fields) == 1 or (required == [name] and len(fields) <= 2)
+
+
+def parse_answers(texts: list[str] | pa.Array, fields: Fields, only: list[str] | None = None) -> ParsedAnswers:
+    """Read every field (or the fields named in ``only``) from every text and validate it."""
     arr = texts if isinstance(texts, pa.Array) else pa.array(texts, type=pa.string())
     arr = arr.fill_null("")
-    only = len(fields) == 1 or sum(f.required for f in fields.values()) == 1 and len(fields) <= 2
-    required = [name for name, f in fields.items() if f.required]
+    required = [name for name, f in fields.items() if f.required and (only is None or name in only)]
     columns: dict[str, pa.Array] = {}
     causes: dict[str, np.ndarray] = {}
     for name, f in fields.items():
-        raw = f.extract(arr, name, only and f.required)
+        if only is not None and name not in only:
+            continue
+        raw = f.extract(arr, name, only_field(fields, name))
         columns[name], causes[name] = f.convert(raw)
         if not f.required:  # an optional field left out is not an error
             causes[name] = np.where(raw.is_null().to_numpy(zero_copy_only=False), None, causes[name])
@@ -131,5 +139,5 @@ __all__ = [
     "ANSWER_TAGS", "ANSWER_TYPES", "AnswerField", "AnswerType", "CAUSES", "COLUMN_PREFIX", "ERRORS_COLUMN",
     "ChoiceAnswer", "Fields", "IntegerAnswer", "LikertAnswer", "LinearScaleAnswer", "MultiChoiceAnswer",
     "NumberAnswer", "ParsedAnswers", "RankingAnswer", "ReasoningAnswer", "TextAnswer", "answer_arrow_fields",
-    "answer_field", "answer_schema", "column_name", "example_fields", "parse_answers",
+    "answer_field", "answer_schema", "column_name", "example_fields", "only_field", "parse_answers",
 ]

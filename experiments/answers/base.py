@@ -38,6 +38,17 @@ def extract(texts: pa.Array, pattern: str) -> pa.Array:
     return pc.struct_field(pc.extract_regex(texts, pattern), [0])
 
 
+def extract_keyed(texts: pa.Array, name: str, pattern: str) -> pa.Array:
+    """``extract`` for a pattern that starts with the field's key: the regex runs only on texts
+    that hold the key at all (a plain substring search rules the others out cheaply)."""
+    has = pc.match_substring(texts, name, ignore_case=True)
+    n_has = pc.sum(has).as_py() or 0
+    if n_has == len(texts):
+        return extract(texts, pattern)
+    found = extract(texts.filter(has), pattern) if n_has else pa.array([], pa.string())
+    return pc.replace_with_mask(pa.nulls(len(texts), pa.string()), has, found)
+
+
 def unescape_json(raw: pa.Array) -> pa.Array:
     """The common JSON string escapes (``\\"``, ``\\\\``, ``\\n``, ``\\t``, ``\\/``) undone."""
     out = pc.replace_substring(raw, "\\\\", "\x00")
@@ -48,7 +59,7 @@ def unescape_json(raw: pa.Array) -> pa.Array:
 
 def json_string_value(texts: pa.Array, name: str) -> pa.Array:
     """The string value of ``"name": "..."`` (unescaped), null where absent."""
-    return unescape_json(extract(texts, key_pattern(name) + _JSON_STRING))
+    return unescape_json(extract_keyed(texts, name, key_pattern(name) + _JSON_STRING))
 
 
 def codes_to_causes(codes: np.ndarray, causes: tuple[str | None, ...]) -> np.ndarray:

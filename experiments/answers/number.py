@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from crowdlab.experiments.answers.base import NUMBER, AnswerField, codes_to_causes, extract, key_pattern
+from crowdlab.experiments.answers.base import NUMBER, AnswerField, codes_to_causes, extract, extract_keyed, key_pattern
 
 _PHRASE = (
     r"(?i)(?:guess|answer|choose|choice|pick|number|select|go with)"
@@ -26,13 +26,17 @@ _CAUSES = (None, "unparseable", "out_of_range", "not_integer")
 
 def extract_number(texts: pa.Array, name: str, only_field: bool) -> pa.Array:
     """Raw number text per answer (null where none could be read with confidence)."""
-    found = extract(texts, key_pattern(name) + rf"""["']?(?P<v>{NUMBER})""")
-    if only_field:
-        found = pc.coalesce(found, extract(texts, _PHRASE))
-        single = pc.equal(pc.count_substring_regex(texts, NUMBER), 1)
-        lone = pc.if_else(single, extract(texts, rf"(?P<v>{NUMBER})"), pa.scalar(None, pa.string()))
-        found = pc.coalesce(found, lone)
-    return found
+    found = extract_keyed(texts, name, key_pattern(name) + rf"""["']?(?P<v>{NUMBER})""")
+    if not only_field:
+        return found
+    missing = found.is_null()
+    if not pc.any(missing).as_py():  # the usual case: every answer names the field
+        return found
+    rest = texts.filter(missing)  # the fallbacks run on the answers without the key only
+    fallback = extract(rest, _PHRASE)
+    single = pc.equal(pc.count_substring_regex(rest, NUMBER), 1)
+    lone = pc.if_else(single, extract(rest, rf"(?P<v>{NUMBER})"), pa.scalar(None, pa.string()))
+    return pc.replace_with_mask(found, missing, pc.coalesce(fallback, lone))
 
 
 class NumberAnswer(AnswerField):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crowdlab.experiments.answers import (
-    ParsedAnswers, answer_arrow_fields, answer_schema, column_name, parse_answers,
+    ParsedAnswers, answer_arrow_fields, answer_schema, column_name, only_field, parse_answers,
 )
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.scenarios.base import History
@@ -89,15 +89,11 @@ class DeclarativeScenario:
             return np.full(n, np.nan)
         arr = pa.array(texts, pa.string()).fill_null("")
         f = self.fields[self.primary]
-        only = self._only_field(self.primary)
+        only = only_field(self.fields, self.primary)
         raw = f.extract(arr, self.primary, only)
         if f.type_name in ("number", "integer"):
             return pc.cast(raw, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
         return f.numeric(f.convert(raw)[0])  # type: ignore[return-value]
-
-    def _only_field(self, name: str) -> bool:
-        required = [n for n, f in self.fields.items() if f.required]
-        return len(self.fields) == 1 or (required == [name] and len(self.fields) <= 2)
 
     def check(self, values: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """Range check of the primary field (the whole answer is checked by answer_columns)."""
@@ -113,8 +109,8 @@ class DeclarativeScenario:
         names = np.array([None, "unparseable", "out_of_range", "not_integer"], dtype=object)
         return codes == 0, names[codes].tolist()
 
-    def parse_all(self, texts: list[str] | pa.Array) -> ParsedAnswers:
-        return parse_answers(texts, self.fields)
+    def parse_all(self, texts: list[str] | pa.Array, only: list[str] | None = None) -> ParsedAnswers:
+        return parse_answers(texts, self.fields, only)
 
     def answer_columns(self, texts: np.ndarray | list[str], valid: np.ndarray,
                        errors: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray]:
@@ -163,11 +159,11 @@ class DeclarativeScenario:
             out[name] = arr
         return out
 
-    def _own(self, history: History, k: int) -> ParsedAnswers | None:
+    def _own(self, history: History, k: int, only: list[str] | None = None) -> ParsedAnswers | None:
         """This batch's own answers of round k (1-based), parsed; None when not passed."""
         if len(history.own_texts) < k:
             return None
-        return self.parse_all(history.own_texts[k - 1])
+        return self.parse_all(history.own_texts[k - 1], only)
 
     def _own_payoffs(self, own: ParsedAnswers, groups: np.ndarray, gv: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, Any] = dict(self.params.numeric_parameters())
@@ -202,7 +198,8 @@ class DeclarativeScenario:
         for name in [*group_value_names(self.params), "target", "winning_value"]:
             ctx[f"last_{name}"] = gv[name][groups] if name in gv else np.full(n, np.nan)
         ctx["own_last"] = history.own_values[:, -1] if history.own_values.shape[1] else np.full(n, np.nan)
-        own = self._own(history, k) if k >= 1 else None
+        numeric = [name for name, f in self.fields.items() if f.type_name in _NUMERIC]
+        own = self._own(history, k, numeric) if k >= 1 else None
         for name, f in self.fields.items():
             if f.type_name in _NUMERIC:
                 ctx[f"own_last_{name}"] = f.numeric(own.columns[name]) if own is not None else np.full(n, np.nan)

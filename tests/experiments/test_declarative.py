@@ -193,3 +193,39 @@ def test_prompts_show_own_answers_payoffs_and_group_values() -> None:
     ctx = scen.context(groups, history)
     np.testing.assert_array_equal(ctx["last_group_total"], [20.0] * 4 + [8.0] * 4)
     np.testing.assert_array_equal(ctx["own_last_contribution"], [5.0] * 8)
+
+
+SURVEY = {
+    "kind": "declarative", "name": "survey", "groups": 2,
+    "questions": [{"text": "Your view?", "fields": {
+        "trust": {"type": "likert", "labels": ["low", "mid", "high"]},
+        "vote": {"type": "choice", "options": ["yes", "no", "abstain"]},
+        "uses": {"type": "multi_choice", "options": ["bus", "bike"]},
+    }}],
+    "outcome": [
+        {"rule": "aggregate", "name": "trust_share", "field": "trust", "stat": "share"},
+        {"rule": "aggregate", "name": "votes", "field": "vote", "stat": "distribution"},
+        {"rule": "aggregate", "name": "uses_share", "field": "uses", "stat": "share"},
+        {"rule": "aggregate", "name": "trust_median", "field": "trust", "stat": "median"},
+    ],
+}
+
+
+def test_shares_and_distributions_per_group() -> None:
+    scen = DeclarativeScenario(DeclarativeParams.model_validate(SURVEY))
+    texts = ['{"trust": 3, "vote": "yes", "uses": ["bus"]}', '{"trust": "low", "vote": "no", "uses": []}',
+             '{"trust": 3, "vote": "yes", "uses": ["bus", "bike"]}', "garbage"]
+    ids = np.arange(4)
+    valid, errors = scen.check(scen.parse(texts))
+    cols, valid, errors = scen.answer_columns(np.array(texts, dtype=object), valid, np.array(errors, dtype=object))
+    assert valid.tolist() == [True, True, True, False] and errors[3] == "unparseable"
+    decisions = pa.table({"agent_id": ids, "group": scen.assign_groups(ids), "value": scen.parse(texts),
+                          "valid": valid, **cols})
+    out = {r["group"]: r for r in scen.settle(decisions).to_pylist()}
+    # group 0 = agents 0 and 2, group 1 = agent 1 (agent 3 invalid)
+    assert out[0]["outcome_trust_share"] == {"1": 0.0, "2": 0.0, "3": 1.0}
+    assert out[1]["outcome_votes"] == {"yes": 0, "no": 1, "abstain": 0}
+    assert out[-1]["outcome_votes"] == {"yes": 2, "no": 1, "abstain": 0}
+    assert out[0]["outcome_uses_share"] == {"bus": 1.0, "bike": 0.5}
+    assert out[-1]["outcome_trust_median"] == 3.0 and out[-1]["mean"] == pytest.approx(7 / 3)
+    assert out[-1]["n_valid"] == 3 and out[-1]["n_invalid"] == 1
