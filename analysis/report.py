@@ -22,6 +22,7 @@ from crowdlab.analysis.breakdown import breakdown
 from crowdlab.analysis.levelk import level_k_shares
 from crowdlab.analysis.loading import PathLike, RunData, as_run
 from crowdlab.analysis.metrics import convergence, round_metrics
+from crowdlab.analysis.model_fidelity import model_fidelity
 from crowdlab.analysis.facets import short_names
 from crowdlab.analysis.plots import figure_set, figure_to_base64
 from crowdlab.analysis.reference import field_contests, fidelity, paper_comparison
@@ -206,6 +207,16 @@ def _breakdowns(run: RunData, attributes: Sequence[str] | None) -> list[tuple[st
     return out
 
 
+def _by_model_block(run: RunData, fid: pd.DataFrame) -> str:
+    """Mixed-model runs: each model beside the same human rows (empty otherwise)."""
+    table = model_fidelity(run, fid)
+    if table.empty:
+        return ""
+    return ('<h3 id="human-by-model">Each model against human data</h3>'
+            '<p class="note">The same human rows, one line per model of the run (mean_diff: model - human).</p>'
+            + _block(table, "model x human rows", open_rows=24))
+
+
 def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
                  breakdown_attributes: Sequence[str] | None = None, seed: int = 0) -> Path:
     """Write a self-contained HTML report; ``out`` defaults to ``<run folder>/report.html``."""
@@ -237,7 +248,8 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
         level_k=_block(_level_k_table(run, conditions), "conditions", open_rows=48),
         comparisons=_block(comparisons, "tests", open_rows=12),
         comparison_note=comparison_note,
-        fidelity=_block(matched.drop(columns=["note", "source"], errors="ignore"), "comparisons"),
+        fidelity=_block(matched.drop(columns=["note", "source"], errors="ignore"), "comparisons")
+        + _by_model_block(run, fid),
         fidelity_sources=sorted(matched["source"].dropna().unique()) if "source" in matched else [],
         no_reference=_missing_reference(fid),
         paper=_block(paper.drop(columns=["source"]), "comparisons"),
