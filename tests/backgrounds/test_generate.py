@@ -109,3 +109,16 @@ def test_flow_runs_one_task_per_shard_and_resumes(tmp_path: Path, prefect_server
     again = subprocess.run(cmd, env=prefect_server, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert pq.read_table(out / FINAL).equals(table)
+
+
+def test_unreachable_targets_are_warned_once_per_generation(make_spec, tmp_path: Path, caplog) -> None:
+    import logging
+
+    rule = [{"name": "retired_very_old", "if": {"occupation": {"in": ["retired"]}}, "then": {"age": {"ge": 70}}}]
+    spec = make_spec(constraints=rule)
+    with caplog.at_level(logging.WARNING, logger="crowdlab.personas"):
+        path = generate(spec, 3000, 2, tmp_path, shard_size=500)  # six shards
+    warned = [r.getMessage() for r in caplog.records if "from its target" in r.getMessage()]
+    assert warned and len(warned) == len({m.split(" keep ")[1].split(" ")[0] for m in warned})  # once per attribute
+    assert "attainable" in warned[0]
+    assert pq.read_table(path).select(sample(spec, 3000, 2).column_names).equals(sample(spec, 3000, 2))
