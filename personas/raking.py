@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,7 @@ PATIENCE = 200  # sweeps without a better fit before raking gives up (unreachabl
 CONVERGED_TVD = 1e-12
 DEPARTURE_TVD = 1e-3  # an attainable marginal further than this (TVD) from its target is flagged
 _BISECT_STEPS = 64
+_ROW_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,15 @@ class CellDraw:
         ctx = np.zeros(len(u), dtype=np.int64)
         for name, size in zip(self.context, self.radix):
             ctx = ctx * size + known[name]
-        cum = self.cum[ctx]
-        cell = (u[:, None] >= cum[:, :-1]).sum(axis=1)
-        hi = np.take_along_axis(cum, cell[:, None], axis=1)[:, 0]
-        lo = np.where(cell > 0, np.take_along_axis(cum, np.maximum(cell - 1, 0)[:, None], axis=1)[:, 0], 0.0)
+        cell = np.empty(len(u), dtype=np.int64)
+        lo, hi = np.empty(len(u)), np.empty(len(u))
+        for a in range(0, len(u), _ROW_CHUNK):  # bounded memory: (chunk, cells) at a time
+            part = slice(a, a + _ROW_CHUNK)
+            cum = self.cum[ctx[part]]
+            k = (u[part, None] >= cum[:, :-1]).sum(axis=1)
+            cell[part] = k
+            hi[part] = np.take_along_axis(cum, k[:, None], axis=1)[:, 0]
+            lo[part] = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[:, None], axis=1)[:, 0], 0.0)
         frac = np.where(hi > lo, (u - lo) / np.where(hi > lo, hi - lo, 1.0), 0.5)
         return cell, np.clip(frac, 0.0, 1.0)
 
@@ -114,10 +120,6 @@ class ConstraintPlan:
     grid: tuple[str, ...] = ()  # attributes on the grid, quota ones included
     quota: tuple[str, ...] = ()
     note: str = ""  # why there is no exact plan (too many cells, nothing feasible), else ""
-
-    @property
-    def exact(self) -> bool:
-        return bool(self.draws) or (bool(self.grid) and not self.note)
 
 
 @dataclass
