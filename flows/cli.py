@@ -17,9 +17,10 @@ from rich.table import Table
 from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
-from crowdlab.flows.cli_report import report
+from crowdlab.flows.cli_report import narrow_table, print_conditions, report
 from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
+from crowdlab.flows.run_status import resume_message
 
 DEMO_CONFIG = Path("experiments/configs/demo.yaml")
 
@@ -33,8 +34,9 @@ app = typer.Typer(
 app.add_typer(personas_app, name="personas")
 app.add_typer(models_app, name="models")
 app.command("report")(report)
-# Wide enough for the round table when output is piped (CI logs, `make demo | tee`).
-console = Console(width=None if sys.stdout.isatty() else 120)
+# The terminal's width, or $COLUMNS, or 80 when piped (CI logs, `make demo | tee`): the round table
+# is narrow enough for 80 columns.
+console = Console()
 
 
 @app.callback()
@@ -59,11 +61,13 @@ def _print_rounds(run_dir: Path) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from crowdlab.analysis.plots import run_facets
+
     rounds = pq.read_table(run_dir / "rounds.parquet")
     rounds = rounds.filter(pc.equal(rounds["group"], -1)).to_pylist()
-    table = Table(title=f"rounds of {run_dir}")
-    for header in ("cond", "rep", "round", "n", "invalid", "mean", "median", "std", "target", "winner"):
-        table.add_column(header, justify="left" if header == "cond" else "right", no_wrap=True)
+    console.print(f"rounds of {run_dir}", highlight=False, markup=False)
+    print_conditions(console, run_facets(run_dir).labels)
+    table = narrow_table("cond", "rep", "round", "n", "invalid", "mean", "median", "std", "target", "winner")
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rounds:
         table.add_row(r["condition_id"], str(r["replicate"]), str(r["round"]), str(r["n"]), str(r["n_invalid"]),
@@ -103,9 +107,12 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
 
     try:
         # Every check before starting Prefect, so bad input fails in a second with one clean line.
-        experiments.preflight(experiments.load_config(config, overrides), run_id, runs_root, overwrite)
+        checked = experiments.preflight(experiments.load_config(config, overrides), run_id, runs_root, overwrite)
     except experiments.UserError as exc:
         fail(exc.render(cli=True))
+    resuming = resume_message(checked, run_id, runs_root)  # "nothing to do: 24/24 shards done"
+    if resuming:
+        console.print(resuming, highlight=False, markup=False)
 
     progress = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True)

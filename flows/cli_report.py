@@ -1,4 +1,8 @@
-"""`crowdlab report RUN`: write the HTML report of a run and print its summary table."""
+"""`crowdlab report RUN`: write the HTML report of a run and print its summary table.
+
+The printout fits an 80-column terminal (or `COLUMNS`), also when piped: conditions are listed
+once with their factor values, and the per-round table carries only short columns.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,35 @@ from typing import Optional
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from crowdlab.analysis import RunFolderError, load, round_metrics, summary_table, write_report
+from crowdlab.analysis.plots import run_facets
 
 
 def _cell(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         return "" if np.isnan(value) else f"{value:.2f}"
     return str(value)
+
+
+def narrow_table(*headers: str, left: tuple[str, ...] = ("cond",)) -> Table:
+    """A table without vertical rules and one space between columns: ten numeric columns fit
+    in 80 characters."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    for header in headers:
+        table.add_column(header, justify="left" if header in left else "right", no_wrap=True)
+    return table
+
+
+def print_conditions(console: Console, labels: dict[str, str]) -> None:
+    """``c000  variant=P1, p=0.5``: what each condition id in the tables stands for."""
+    if len(labels) < 2 and all(label.startswith(cid) for cid, label in labels.items()):
+        return
+    for cid, label in labels.items():
+        console.print(f"  {cid}  {label}", highlight=False, markup=False)
 
 
 def report(
@@ -29,22 +52,24 @@ def report(
         data = load(run)
         metrics = round_metrics(data)
     except (RunFolderError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from exc
+        Console(stderr=True).print(f"error: run: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     summary = summary_table(data, metrics)
     summary["95% CI"] = [
         "" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(summary["ci_low"], summary["ci_high"])
     ]
-    factors = [c for c in data.factor_columns if c in summary]
-    columns = {"condition_id": "condition", "round": "round", **{f: f for f in factors}, "replicates": "reps",
-               "n": "n", "n_invalid": "invalid", "mean": "mean", "95% CI": "95% CI", "median": "median",
-               "target": "target", "winning_value": "winner"}
-    table = Table(title=f"crowdlab run {', '.join(data.run_ids)}")
-    for column, header in columns.items():
-        table.add_column(header, justify="left" if summary[column].dtype == object else "right",
-                         no_wrap=column in ("condition_id", "95% CI"))
+    reps = summary["replicates"].unique()
+    console.print(f"crowdlab run {', '.join(data.run_ids)}: {summary['condition_id'].nunique()} condition(s)"
+                  + (f", {reps[0]} replicate(s) pooled" if len(reps) == 1 else ""), highlight=False, markup=False)
+    print_conditions(console, run_facets(data).labels)
+    columns = {"condition_id": "cond", "round": "round", "replicates": "reps", "n": "n", "n_invalid": "invalid",
+               "mean": "mean", "95% CI": "95% CI", "median": "median", "target": "target",
+               "winning_value": "winner"}
+    if len(reps) == 1:
+        del columns["replicates"]
+    table = narrow_table(*columns.values())
     for row in summary[list(columns)].itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
     path = write_report(data, out)
-    console.print(f"report: {path}")
+    console.print(f"report: {path}", highlight=False, markup=False)
