@@ -13,6 +13,9 @@ def quiet_prefect(verbose: bool = False) -> None:
     level = "INFO" if verbose else "WARNING"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", level)
+    # The temporary server of a run without PREFECT_API_URL gets 20 s to start by default; a busy
+    # machine needs longer (seen: "Timed out while attempting to connect to ephemeral ... server").
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # The ephemeral server writes its database and memo file under PREFECT_HOME.
     home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
     home.mkdir(parents=True, exist_ok=True)
