@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crowdlab.experiments.backends import RequestBatch, ResponseBatch
-from crowdlab.experiments.errors import ShardFailedError
+from crowdlab.experiments.errors import ShardFailedError, UserError
 from crowdlab.experiments.run_context import RunContext, get_backend, load_context
 from crowdlab.experiments.scenarios import History, Scenario
 from crowdlab.experiments.schema import decisions_schema
@@ -140,6 +140,8 @@ def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarra
     )
     try:
         out = backend.generate(batch)
+    except UserError:  # the model or config must change (an engine that cannot start): stop, one line
+        raise
     except Exception as exc:  # a failed call is a row with an error, never a lost row
         log.exception("backend %s failed on %d requests", backend_config.display_label(), len(batch))
         return ResponseBatch.failed(len(batch), f"backend_error: {type(exc).__name__}: {exc}")

@@ -1,8 +1,8 @@
 """Model references shared by the LLM backends: local folder or hub id, checked before any engine starts.
 
 Starting vLLM takes tens of seconds and fails deep inside worker processes, so everything that
-can be checked cheaply (the path exists, the model has a chat template, the hub snapshot is
-present when the hub is offline) is checked here first, and the error names the model. The
+can be checked cheaply (the path exists, its config and weight files are whole, the model has a
+chat template, the hub snapshot is present when the hub is offline) is checked here first, and the error names the model. The
 fingerprint recorded in the run manifest lets a reader tell two runs of "the same" model apart.
 """
 
@@ -63,6 +63,58 @@ def folder_fingerprint(folder: Path) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header and the tensor bytes; the
+    header's last data offset must meet the end of the file (a truncated download does not)."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            header_len = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < header_len <= min(size - 8, 100_000_000):
+                return f"{path.name} is not a safetensors file (bad header, {size:,} bytes)"
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError) as exc:
+        return f"{path.name} has an unreadable header ({exc})"
+    ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"]
+    expected = 8 + header_len + max(ends, default=0)
+    if size != expected:
+        return f"{path.name} is truncated or corrupt ({size:,} bytes, its header says {expected:,})"
+    return None
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """Why the engine would fail on this folder, found without loading it (None: looks loadable).
+
+    Catches what an interrupted copy or download leaves: a config.json that is not JSON, no
+    weight files, a safetensors file cut short, a shard the index names but the folder lacks.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"config.json is not valid JSON ({exc})"
+    if not isinstance(config, dict):
+        return "config.json does not hold a JSON object"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            return f"{index.name} is not a valid index ({exc})"
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            return f"{index.name} names weight files the folder lacks: {', '.join(missing[:3])}"
+    weights = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)]
+    if not weights:
+        return f"no weight files ({', '.join('*' + s for s in _WEIGHT_SUFFIXES)})"
+    for path in sorted(weights):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+            if problem:
+                return problem
+    return None
+
+
 def resolve_model(ref: str, revision: str | None = None) -> ResolvedModel:
     """Find ``ref`` locally (a folder, or a snapshot already in the hub cache) without downloading.
 
@@ -74,6 +126,9 @@ def resolve_model(ref: str, revision: str | None = None) -> ResolvedModel:
         if not expanded.is_dir() or not (expanded / "config.json").is_file():
             raise BackendError(f"model path {str(expanded)!r} is not a model folder (no config.json)")
         folder = expanded.resolve()
+        problem = model_folder_problem(folder)
+        if problem:
+            raise BackendError(f"model folder {str(folder)!r} cannot be loaded: {problem}")
         return ResolvedModel(ref, str(folder), folder, revision or folder_fingerprint(folder))
     if looks_like_path(ref):
         raise BackendError(f"model path {str(expanded)!r} does not exist")

@@ -136,10 +136,27 @@ def get_engine(options: dict[str, Any], env: dict[str, str] | None = None) -> An
                 with _environment(env):
                     engine = LLM(**_platform_defaults(options))
             except Exception as exc:  # engine start failures come in many types
-                raise BackendError(f"vLLM could not start model {options.get('model')!r}: {exc}") from exc
+                raise BackendError(f"vLLM could not start model {options.get('model')!r}: {_reason(exc)}") from exc
             logger.info("vLLM engine ready in %.1f s", time.perf_counter() - started)
             _ENGINES[key] = engine
         return engine
+
+
+def _reason(exc: Exception, limit: int = 400) -> str:
+    """An engine start failure in one line: pydantic's messages without their boilerplate, the
+    first paragraph of anything else (vLLM's advice and links follow a blank line)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            text = "; ".join(str(e.get("msg", "")) for e in errors())
+        except Exception:  # not pydantic's errors(): fall back to the message
+            text = str(exc)
+    else:
+        text = str(exc)
+    text = " ".join(text.strip().split("\n\n")[0].split()) or type(exc).__name__
+    if "See root cause above" in text:
+        text += " (the engine's log lines above give the cause; run with -v for more)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cached_engines() -> int:

@@ -6,10 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from crowdlab.experiments.backends.model_ref import BackendError, folder_fingerprint
 from crowdlab.experiments.backends.transformers_local import TransformersBackendConfig
 from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig, cached_engines
+
+from crowdlab.flows.cli import app
+from tests.conftest import REPO_ROOT as REPO, TINY_ENGINE
 
 CONFIGS = [VLLMBackendConfig, TransformersBackendConfig]
 
@@ -81,3 +85,82 @@ def test_engine_options_come_from_config(tiny_model: Path) -> None:
 def test_bad_config_field_is_named() -> None:
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         VLLMBackendConfig(model="x", gpu_memory_utilization=1.5)
+
+
+# --- a folder that vLLM cannot load: one line naming the folder and the reason -------------
+
+
+def _broken_copy(tiny_model: Path, tmp_path: Path, name: str) -> Path:
+    return Path(shutil.copytree(tiny_model, tmp_path / name))
+
+
+@pytest.mark.parametrize("config_cls", CONFIGS)
+def test_truncated_weights_are_named_before_any_engine_starts(config_cls, tiny_model: Path, tmp_path: Path) -> None:
+    copy = _broken_copy(tiny_model, tmp_path, "tiny-cut")
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    engines_before = cached_engines()
+    with pytest.raises(BackendError, match=r"model folder '.*tiny-cut' cannot be loaded: model.safetensors is "
+                                           r"truncated or corrupt"):
+        config_cls(model=str(copy)).build()
+    assert cached_engines() == engines_before
+
+
+@pytest.mark.parametrize("broken, reason", [
+    ({"config.json": "{not json"}, "config.json is not valid JSON"),
+    ({"model.safetensors": None}, "no weight files"),
+    ({"model.safetensors": "x" * 64}, "model.safetensors is not a safetensors file"),
+])
+def test_damaged_folders_are_named_with_the_reason(tiny_model: Path, tmp_path: Path, broken: dict, reason: str) -> None:
+    copy = _broken_copy(tiny_model, tmp_path, "tiny-damaged")
+    for name, text in broken.items():
+        (copy / name).unlink()
+        if text is not None:
+            (copy / name).write_text(text)
+    with pytest.raises(BackendError, match=f"tiny-damaged' cannot be loaded: {reason}"):
+        VLLMBackendConfig(model=str(copy)).build()
+
+
+def _contest(model: Path, tmp_path: Path) -> Path:
+    import yaml
+
+    config = {"experiment": "bad_model", "population": {"spec": str(REPO / "data/populations/general_adult.yaml"),
+                                                        "n": 4, "seed": 1},
+              "scenario": {"kind": "beauty_contest", "variant": "P1"},
+              "backend": {"kind": "vllm", "model": str(model), **TINY_ENGINE}, "sampling": {"max_tokens": 32}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_cli_names_a_truncated_model_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    copy = _broken_copy(tiny_model, tmp_path, "tiny-cut")
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:4096])
+    result = CliRunner().invoke(app, ["run", str(_contest(copy, tmp_path)), "--no-prefect",
+                                      "--runs-root", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: backend:"), result.output
+    assert "tiny-cut' cannot be loaded: model.safetensors is truncated or corrupt" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_engine_that_cannot_load_the_folder_stops_the_run_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    """The folder looks whole but vLLM refuses it when the engine starts (an architecture it does
+    not know): the run stops with one line naming the folder and vLLM's reason, exit code 2."""
+    import json
+
+    copy = _broken_copy(tiny_model, tmp_path, "tiny-nosuch")
+    config = json.loads((copy / "config.json").read_text())
+    config.update(model_type="nosuch", architectures=["NoSuchForCausalLM"])
+    (copy / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["run", str(_contest(copy, tmp_path)), "--no-prefect",
+                                      "--runs-root", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert "vLLM could not start model" in errors[0] and "tiny-nosuch" in errors[0]
+    assert "nosuch" in errors[0].split("tiny-nosuch", 1)[1]  # vLLM's reason, not only the name
+    assert "Traceback" not in result.output
