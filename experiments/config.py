@@ -20,6 +20,7 @@ from crowdlab.experiments.answers import ANSWER_TAGS
 from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
 from crowdlab.experiments.dispatch import DispatchConfig, LocalDispatch
 from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.network.config import NETWORK_KINDS, NetworkConfig
 from crowdlab.experiments.scenarios import ScenarioConfig
 
 FACTOR_ROOTS = ("scenario", "backend", "models", "sampling")
@@ -109,6 +110,8 @@ class ExperimentConfig(BaseModel):
                     "the run stops naming the cause, and re-running resumes by asking those agents again")
     dispatch: DispatchConfig = Field(default_factory=LocalDispatch, description="local threads or Ray actors")
     design: DesignConfig = Field(default_factory=DesignConfig)
+    network: NetworkConfig | None = Field(None, description="who hears whom: a generated graph or an edge list "
+                                                         "(experiments/network); none: agents see only aggregates")
 
     @field_validator("experiment")
     @classmethod
@@ -143,12 +146,12 @@ def _union_tags(union: Any) -> set[str]:
     return {m.model_fields["kind"].default for m in members}
 
 
-_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig)
+_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig) | NETWORK_KINDS
 
 
 # Tags of unions nested in a declarative scenario: answer types under ``fields.<name>``, settle
 # rules under ``outcome.<i>`` (matched by position, so a field may be named like a type).
-_NESTED_TAGS = {"fields": ANSWER_TAGS, "outcome": frozenset({"aggregate", "formula", "closest", "payoff"})}
+_NESTED_TAGS = {"fields": ANSWER_TAGS, "outcome": frozenset({"aggregate", "formula", "closest", "payoff", "sample"})}
 # A validator may name a sub-path of its model: "outcome.0.formula: unknown name 'q'".
 _SUBPATH = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.S)
 

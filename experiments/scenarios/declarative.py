@@ -22,11 +22,11 @@ from crowdlab.experiments.answers import (
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.scenarios.base import History
 from crowdlab.experiments.scenarios.declarative_params import (
-    DeclarativeParams, PayoffRule, group_value_names,
+    DeclarativeParams, PayoffRule, SampleRule, group_value_names,
 )
 from crowdlab.experiments.scenarios.formula import Formula
-from crowdlab.experiments.scenarios.settle_rules import OUTCOME_PREFIX, Settler
-from crowdlab.experiments.scenarios.templates import SHARED_NAMES, Template, template_sources
+from crowdlab.experiments.scenarios.settle_rules import OUTCOME_PREFIX, SAMPLE_TYPE, Settler
+from crowdlab.experiments.scenarios.templates import SHARED_NAMES, Template, TemplateError, template_sources
 
 _NUMERIC = ("number", "integer", "likert", "linear_scale")
 
@@ -128,7 +128,7 @@ class DeclarativeScenario:
     @property
     def public_columns(self) -> list[str]:
         """Rounds columns the next rounds read (the runner's ``load_history``)."""
-        extra = [f.name for f in self.outcome_fields() if pa.types.is_floating(f.type)]
+        extra = [f.name for f in self.outcome_fields() if pa.types.is_floating(f.type) or f.type == SAMPLE_TYPE]
         return ["round", "group", "n", "n_valid", "n_invalid", "mean", "median", "std", "target",
                 "winning_value", *extra]
 
@@ -157,6 +157,21 @@ class DeclarativeScenario:
             arr = np.full(size, np.nan)
             arr[gi] = pc.cast(t[col], pa.float64()).to_numpy(zero_copy_only=False)
             out[name] = arr
+        return out
+
+    def _group_samples(self, public: pa.Table | None, round_: int) -> dict[str, dict[int, list[tuple[int, str]]]]:
+        """Per sample rule, group -> [(agent id, answer)] of a settled round."""
+        rules = [r for r in self.params.outcome if isinstance(r, SampleRule)]
+        if public is None or not rules:
+            return {}
+        t = public.filter(pc.and_(pc.equal(public["round"], round_), pc.greater_equal(public["group"], 0)))
+        groups = t["group"].to_pylist()
+        out = {}
+        for r in rules:
+            col = OUTCOME_PREFIX + r.name
+            if col in t.column_names:
+                out[r.name] = {g: [(d["agent_id"], d["answer"]) for d in items or []]
+                               for g, items in zip(groups, t[col].to_pylist())}
         return out
 
     def _own(self, history: History, k: int, only: list[str] | None = None) -> ParsedAnswers | None:
@@ -209,7 +224,8 @@ class DeclarativeScenario:
         return ctx
 
     # -- prompts ----------------------------------------------------------------------------
-    def _history_entries(self, groups: np.ndarray, history: History) -> list[list[dict[str, Any]]]:
+    def _history_entries(self, agent_ids: np.ndarray, groups: np.ndarray,
+                         history: History) -> list[list[dict[str, Any]]]:
         """Per agent, what it sees of each visible earlier round."""
         n = groups.shape[0]
         vis = self.params.visible
@@ -222,6 +238,8 @@ class DeclarativeScenario:
             pays = self._own_payoffs(own, groups, gv) if own is not None and self.payoffs else {}
             group_rows = [{name: (float(v[g]) if np.isfinite(v[g]) else None) for name, v in gv.items()}
                           for g in range(G)] if vis.group_outcome else None
+            samples = self._group_samples(history.public, k)
+            ks = {r.name: r.k for r in self.params.outcome if isinstance(r, SampleRule)}
             own_cols = {name: arr.to_pylist() for name, arr in own.columns.items()} if own is not None and \
                 vis.own_answers else None
             for i in range(n):
@@ -230,7 +248,10 @@ class DeclarativeScenario:
                     entry["own"] = {name: col[i] for name, col in own_cols.items()}
                     entry["own"].update({name: float(p[i]) for name, p in pays.items()})
                 if group_rows is not None:
-                    entry["outcome"] = group_rows[groups[i]]
+                    entry["outcome"] = dict(group_rows[groups[i]])
+                for name, by_group in samples.items():  # others' answers, never the agent's own
+                    others = [a for aid, a in by_group.get(int(groups[i]), []) if aid != agent_ids[i]]
+                    entry["outcome"][name] = others[:ks[name]]
                 per_agent[i].append(entry)
         return per_agent
 
@@ -250,6 +271,44 @@ class DeclarativeScenario:
             lines.append(f"Round {e['round']}: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 
+    def _example_value(self, name: str) -> Any:
+        f = self.fields[name]
+        labels = f.option_labels() or []
+        if f.type_name in ("multi_choice", "ranking"):
+            return labels[:1]
+        if f.type_name in ("choice",):
+            return labels[0]
+        if f.type_name in ("likert", "linear_scale"):
+            return int(labels[0])
+        return "" if f.type_name in ("text", "reasoning") else 1.0
+
+    def trial_render(self, persona_columns: list[str]) -> None:
+        """Render every template for round 1 and a round 2 with example values, so that a name
+        the variables do not have (``h.own.contribuion``) fails before the run, naming the
+        template (``ConfigError``). Only missing names and sandbox refusals count here: a type
+        clash on example values is left to the real run."""
+        from crowdlab.experiments.errors import ConfigError
+
+        own = {name: self._example_value(name) for name in self.fields} if self.params.visible.own_answers else {}
+        own.update({name: 1.0 for name in self.payoffs})
+        outcome = {name: 1.0 for name in [*group_value_names(self.params), "target", "winning_value"]} \
+            if self.params.visible.group_outcome else {}
+        outcome.update({r.name: ["1"] for r in self.params.outcome if isinstance(r, SampleRule)})
+        entry = {"round": 1, "own": own, "outcome": outcome}
+        fields_info = [{"name": k, "type": f.type_name, "hint": f.format_hint(), "question": f.question}
+                       for k, f in self.fields.items()]
+        for history in ([], [entry]):
+            var = {"params": dict(self.params.parameters), "round": len(history) + 1, "total_rounds": 2,
+                   "n_groups": 1, "fields": fields_info, "persona": {c: "" for c in persona_columns},
+                   "group": 0, "group_size": 4, "history": history, "last": history[-1] if history else None}
+            for where, template in self.templates.items():
+                try:
+                    template.render(var)
+                except TemplateError as exc:
+                    raise ConfigError(f"scenario.{where}", str(exc).split(": ", 1)[1]) from None
+                except Exception:  # noqa: BLE001 - example values may not suit every filter
+                    continue
+
     def answer_format(self) -> str:
         keys = ", ".join(f'"{name}": <{f.format_hint()}>' for name, f in self.fields.items())
         return "Answer with one JSON object and nothing else: {" + keys + "}"
@@ -260,7 +319,7 @@ class DeclarativeScenario:
         n = agent_ids.shape[0]
         columns = sorted(self.required_persona_columns())
         rows = personas.select(columns).to_pylist() if columns else [{}] * n
-        entries = self._history_entries(groups, history)
+        entries = self._history_entries(agent_ids, groups, history)
         fields_info = [{"name": k, "type": f.type_name, "hint": f.format_hint(), "question": f.question}
                        for k, f in self.fields.items()]
         base = {"params": dict(p.parameters), "round": history.round, "total_rounds": history.total_rounds,

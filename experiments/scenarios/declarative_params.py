@@ -67,7 +67,19 @@ class PayoffRule(_Model):
     formula: str
 
 
-OutcomeRule = Annotated[Union[AggregateRule, FormulaRule, ClosestRule, PayoffRule], Field(discriminator="rule")]
+class SampleRule(_Model):
+    """A seeded sample of a group's answers to ``field``, shown to its members next round: the
+    ``k`` valid answers with the smallest request seeds (so it is random, reproducible and the
+    same whatever the sharding); an agent never sees its own answer among them."""
+
+    rule: Literal["sample"] = "sample"
+    name: str
+    field: str
+    k: int = Field(3, ge=1, le=50)
+
+
+OutcomeRule = Annotated[Union[AggregateRule, FormulaRule, ClosestRule, PayoffRule, SampleRule],
+                        Field(discriminator="rule")]
 
 
 class Visibility(_Model):
@@ -166,11 +178,13 @@ def _check_rules(p: DeclarativeParams) -> None:
     group_names = set(STANDARD_STATS) | params
     for i, rule in enumerate(p.outcome):
         path = f"outcome.{i}"
-        if isinstance(rule, (AggregateRule, ClosestRule)):
+        if isinstance(rule, (AggregateRule, ClosestRule, SampleRule)):
             if rule.field not in fields:
                 _raise(f"{path}.field", ValueError(f"no answer field {rule.field!r}; fields: {', '.join(fields)}"))
             f = fields[rule.field]
-            if isinstance(rule, ClosestRule) or rule.stat in NUMERIC_STATS:
+            if isinstance(rule, SampleRule):
+                pass
+            elif isinstance(rule, ClosestRule) or rule.stat in NUMERIC_STATS:
                 if rule.field not in numeric_fields:
                     _raise(f"{path}.field", ValueError(f"{rule.field!r} ({f.type_name}) has no numbers"))
             elif f.type_name not in ("choice", "multi_choice", "likert", "linear_scale"):
@@ -192,7 +206,7 @@ def _check_rules(p: DeclarativeParams) -> None:
                 Formula(rule.formula, group_names | numeric_fields)
             except FormulaError as exc:
                 _raise(f"{path}.formula", exc)
-        if not (isinstance(rule, AggregateRule) and rule.stat in CATEGORY_STATS):
+        if not (isinstance(rule, AggregateRule) and rule.stat in CATEGORY_STATS) and not isinstance(rule, SampleRule):
             group_names.add(rule.name)
     if sum(isinstance(r, ClosestRule) for r in p.outcome) > 1:
         raise ValueError("outcome: at most one 'closest' rule (it fills the winner columns)")

@@ -21,15 +21,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crowdlab.experiments.answers import AnswerField, column_name
 from crowdlab.experiments.scenarios.declarative_params import (
     CATEGORY_STATS, LEGACY_OUTCOME_COLUMNS, AggregateRule, ClosestRule, DeclarativeParams, FormulaRule, PayoffRule,
+    SampleRule,
 )
 from crowdlab.experiments.scenarios.formula import Formula
 from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
 
 EXACT_GROUPS = 1000
+#: A ``sample`` rule's column: the sampled members' ids and answers (as text), per group.
+SAMPLE_TYPE = pa.list_(pa.struct([pa.field("agent_id", pa.int64()), pa.field("answer", pa.string())]))
 _TIE_TOL = 1e-9
 OUTCOME_PREFIX = "outcome_"
 
@@ -84,6 +88,39 @@ def _segment_stats(x: np.ndarray, keep: np.ndarray, grp: _Groups, stats: set[str
         out["min"][has] = np.minimum.reduceat(xs, starts[has])
         out["max"][has] = np.maximum.reduceat(xs, starts[has])
     return out
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    """Answers as display text: list answers joined with ', ', numbers without trailing zeros."""
+    if isinstance(column.type, pa.ListType):
+        return pc.binary_join(column, ", ")
+    if isinstance(column.type, pa.DictionaryType):
+        return pc.cast(column, pa.string())
+    if pa.types.is_floating(column.type):
+        text = pc.cast(column, pa.string())
+        return pc.replace_substring_regex(text, r"\.0$", "")
+    return pc.cast(column, pa.string())
+
+
+def _sample(decisions: pa.Table, rule: SampleRule, valid: np.ndarray, g: np.ndarray, G: int) -> pa.Array:
+    """Per group, the k + 1 valid answers with the smallest seeds (one more than shown, so a
+    member that is itself sampled still sees k others); the pooled row gets an empty list."""
+    name = column_name(rule.field)
+    column = decisions[name].combine_chunks() if name in decisions.column_names else decisions["value"].combine_chunks()
+    ok = valid & column.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(ok)
+    seeds = decisions["seed"].to_numpy()[rows]
+    order = rows[np.lexsort((seeds, g[rows]))]
+    gs = g[order]
+    starts = np.searchsorted(gs, np.arange(G))
+    rank = np.arange(order.size) - starts[gs]
+    take = order[rank <= rule.k]
+    counts = np.bincount(g[take], minlength=G)[:G]
+    offsets = np.concatenate([[0], np.cumsum(counts), [counts.sum()]]).astype(np.int32)
+    items = pa.StructArray.from_arrays(
+        [pa.array(decisions["agent_id"].to_numpy()[take], pa.int64()), _as_text(column.take(pa.array(take)))],
+        names=["agent_id", "answer"])
+    return pa.ListArray.from_arrays(pa.array(offsets), items, type=SAMPLE_TYPE)
 
 
 def _pooled_stats(x: np.ndarray, keep: np.ndarray) -> dict[str, float]:
@@ -142,11 +179,13 @@ class Settler:
 
     def columns_needed(self) -> list[str]:
         """Decision columns settle() reads."""
-        names = {r.field for r in self.params.outcome if isinstance(r, (AggregateRule, ClosestRule))}
+        names = {r.field for r in self.params.outcome if isinstance(r, (AggregateRule, ClosestRule, SampleRule))}
         for i, f in self.formulas.items():
             names |= f.names() & set(self.fields)
-        names.discard(self.primary)
-        return ["agent_id", "group", "value", "valid"] + [column_name(n) for n in self.fields if n in names]
+        sampled = {r.field for r in self.params.outcome if isinstance(r, SampleRule)}
+        names.discard(self.primary) if self.primary not in sampled else None
+        seed = ["seed"] if sampled else []
+        return ["agent_id", "group", "value", "valid", *seed] + [column_name(n) for n in self.fields if n in names]
 
     def extra_fields(self) -> list[pa.Field]:
         """The ``outcome_<name>`` columns of the rounds table, in rule order."""
@@ -154,7 +193,9 @@ class Settler:
         for rule in self.params.outcome:
             if isinstance(rule, ClosestRule) or rule.name in LEGACY_OUTCOME_COLUMNS:
                 continue
-            if isinstance(rule, AggregateRule) and rule.stat in CATEGORY_STATS:
+            if isinstance(rule, SampleRule):
+                out.append(pa.field(OUTCOME_PREFIX + rule.name, SAMPLE_TYPE, metadata={"rule": rule.model_dump_json()}))
+            elif isinstance(rule, AggregateRule) and rule.stat in CATEGORY_STATS:
                 labels = self.fields[rule.field].option_labels() or []
                 inner = pa.float64() if rule.stat == "share" else pa.int64()
                 out.append(pa.field(OUTCOME_PREFIX + rule.name, pa.struct([pa.field(lb, inner) for lb in labels]),
@@ -225,6 +266,8 @@ class Settler:
                 mean = _segment_stats(pay, pkeep, grp, set())["mean"]
                 env[rule.name] = mean
                 cols[rule.name] = np.append(mean, _pooled_stats(pay, pkeep)["mean"])
+            elif isinstance(rule, SampleRule):
+                cols[OUTCOME_PREFIX + rule.name] = _sample(decisions, rule, valid, g, G)
             else:
                 x = _numeric(self.fields[rule.field], decisions, rule.field, self.primary)
                 winners = self._winners(ids, g, G, x, valid & np.isfinite(x), np.asarray(env[rule.to], np.float64))

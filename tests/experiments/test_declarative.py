@@ -96,6 +96,16 @@ def test_a_template_reading_a_missing_persona_column_fails_in_preflight(personas
     assert "'salary'" in str(info.value)
 
 
+def test_a_history_template_with_a_misspelt_name_fails_in_preflight(personas_path: Path) -> None:
+    cfg = set_path(public_goods(personas_path), "scenario.prompts.history",
+                   "{% for h in history %}{{ h.own.contribuion }}{% endfor %}")
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg)
+    assert info.value.field == "scenario.prompts.history"
+    assert "contribuion" in str(info.value)
+    preflight(public_goods(personas_path))  # the shipped templates render
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("where", "value", "field"), [
     ("scenario.outcome.1.formula", "endowment - contribution + q", "scenario.outcome.1.formula"),
@@ -229,3 +239,29 @@ def test_shares_and_distributions_per_group() -> None:
     assert out[0]["outcome_uses_share"] == {"bus": 1.0, "bike": 0.5}
     assert out[-1]["outcome_trust_median"] == 3.0 and out[-1]["mean"] == pytest.approx(7 / 3)
     assert out[-1]["n_valid"] == 3 and out[-1]["n_invalid"] == 1
+
+
+def test_a_seeded_sample_of_others_answers_is_shown_never_ones_own() -> None:
+    cfg = yaml.safe_load(PUBLIC_GOODS.read_text())["scenario"]
+    cfg["outcome"].append({"rule": "sample", "name": "peers", "field": "contribution", "k": 2})
+    cfg["prompts"].pop("history")  # the default history block
+    scen = DeclarativeScenario(DeclarativeParams.model_validate(cfg))
+    ids = np.arange(8)
+    texts = [f'{{"contribution": {c}}}' for c in (0, 1, 2, 3, 10, 11, 12, 13)]
+    seeds = np.array([5, 1, 7, 3, 2, 8, 4, 6])  # group 0 (ids 0-3) by seed: 1, 3, 0, 2
+    valid, errors = scen.check(scen.parse(texts))
+    cols, valid, _ = scen.answer_columns(np.array(texts, dtype=object), valid, np.array(errors, dtype=object))
+    decisions = pa.table({"agent_id": ids, "group": scen.assign_groups(ids), "value": scen.parse(texts),
+                          "valid": valid, "seed": seeds, **cols})
+    assert "seed" in scen.settle_columns()
+    out = scen.settle(decisions)
+    rows = {r["group"]: r["outcome_peers"] for r in out.to_pylist()}
+    assert rows[0] == [{"agent_id": 1, "answer": "1"}, {"agent_id": 3, "answer": "3"}, {"agent_id": 0, "answer": "0"}]
+    assert rows[-1] == []
+    public = out.append_column("round", pa.array([1] * out.num_rows, pa.int32())).select(scen.public_columns)
+    history = History(round=2, total_rounds=10, public=public, own_values=np.zeros((8, 1)),
+                      own_texts=(pa.array(texts),))
+    chats = scen.render(ids, scen.assign_groups(ids), pa.table({"agent_id": ids, "description": ["x"] * 8}),
+                        history, np.array([4, 4]))
+    assert "peers 3, 0" in chats[1][1]["content"]  # agent 1 was sampled: it sees the next two
+    assert "peers 1, 3" in chats[2][1]["content"]
