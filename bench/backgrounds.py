@@ -26,8 +26,8 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 from crowdlab.experiments.backends import make_backend  # noqa: E402
 from crowdlab.experiments.backends.tiny_model import build_tiny_model  # noqa: E402
 from crowdlab.personas import load_spec, sample  # noqa: E402
-from crowdlab.personas import background_prompts as prompts  # noqa: E402
-from crowdlab.personas.backgrounds import STREAM_READ, STREAM_WRITE, add_backgrounds, contradiction_rates, numeric_fields  # noqa: E402
+from crowdlab.personas.backgrounds import prompts  # noqa: E402
+from crowdlab.personas.backgrounds.write import STREAM_READ, STREAM_WRITE, add_backgrounds, contradiction_rates, numeric_fields  # noqa: E402
 from crowdlab.hashing import seeds  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "populations" / "backgrounds_demo.yaml"

@@ -22,7 +22,7 @@ pa.set_cpu_count(1)
 pa.set_io_thread_count(1)
 
 from crowdlab.personas import load_spec, sample, write_personas  # noqa: E402
-from crowdlab.personas.identity import locale_pools  # noqa: E402
+from crowdlab.personas.sampling.identity import locale_pools  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "populations" / "general_adult.yaml"
 

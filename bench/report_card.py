@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crowdlab.personas import load_spec, sample
-from crowdlab.personas.report_card import report_card
+from crowdlab.personas.report.card import report_card
 
 SPEC = Path(__file__).resolve().parents[1] / "data" / "populations" / "backgrounds_demo.yaml"
 FILLER = ("enjoys", "weekend", "hiking", "cooking", "reading", "garden", "family", "friends", "music", "travel",

@@ -20,7 +20,7 @@ from crowdlab.experiments.errors import ConfigError
 from crowdlab.experiments.prepare import check_writable
 from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.personas import SpecError, describe, load_spec, read_personas, read_spec_info, write_personas
-from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, warn_departures
+from crowdlab.personas.sampling.sampler import check_quotas, check_request, sample_rows, warn_departures
 
 app = typer.Typer(help="Sample and inspect persona populations.", no_args_is_help=True, cls=OneLineErrors)
 console = Console()
@@ -148,7 +148,7 @@ def generate_command(
     local: bool = typer.Option(False, "--local", help="Run without Prefect (same files)."),
 ) -> None:
     """Generate N personas (with backgrounds) into OUT as a resumable Prefect flow, one task per shard."""
-    from crowdlab.personas import generate as gen
+    from crowdlab.personas.backgrounds import generate as gen
 
     try:
         spec = load_spec(spec_path)
@@ -184,11 +184,11 @@ def generate_command(
             finally:
                 remove_progress_listener(on_shard)
     console.print(f"wrote {n:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)
-    from crowdlab.personas.io import read_personas as _read
+    from crowdlab.personas.sampling.io import read_personas as _read
 
     table = _read(path)
     if "background_consistent" in table.column_names:
-        from crowdlab.personas.backgrounds import contradiction_rates
+        from crowdlab.personas.backgrounds.write import contradiction_rates
 
         rates = contradiction_rates(table)
         console.print(
@@ -205,7 +205,7 @@ def report_command(
     spec_path: Path = typer.Option(None, "--spec", help="Compare with this spec instead of the one stored in the file."),
 ) -> None:
     """Write the population report card (fit, coverage, names, background duplicates) as HTML and JSON."""
-    from crowdlab.personas.report_card import write_report_card
+    from crowdlab.personas.report.card import write_report_card
 
     path = population / "personas.parquet" if population.is_dir() else population
     try:

@@ -1,6 +1,6 @@
 """Prefect flow for generating a population: one task per shard, resumable, thin.
 
-Every task calls a plain function of ``crowdlab.personas.generate`` (which works without
+Every task calls a plain function of ``crowdlab.personas.backgrounds.generate`` (which works without
 Prefect); task parameters are the output folder and a shard index, and the plan is read back
 from the folder's manifest. Finished shards are skipped, so re-running the flow on the same
 folder resumes it. Tasks run one at a time in this process by default: they share one warm
@@ -18,8 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from crowdlab.experiments.errors import is_retryable
 from crowdlab.flows.progress import ProgressListener, notify
-from crowdlab.personas import generate as gen
-from crowdlab.personas.loading import load_spec
+from crowdlab.personas.backgrounds import generate as gen
+from crowdlab.personas.sampling.loading import load_spec
 
 @task(name="plan-population", cache_policy=NO_CACHE)
 def plan_task(spec_path: str, n: int, seed: int, out_dir: str, shard_size: int, backend: dict[str, Any] | None) -> list[int]:

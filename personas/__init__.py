@@ -8,13 +8,13 @@ Public API:
     describe(table, spec=None) -> PopulationFit                    (target vs realised, TVD)
 """
 
-from crowdlab.personas.describe import AttributeFit, FitRow, PopulationFit, describe
-from crowdlab.personas.errors import SpecError
-from crowdlab.personas.io import PersonaFileInfo, read_personas, read_spec_info, write_personas
-from crowdlab.personas.loading import load_spec, parse_spec
-from crowdlab.personas.sampler import sample, sample_rows, shard_bounds
-from crowdlab.personas.schema import persona_schema
-from crowdlab.personas.spec import PopulationSpec
+from crowdlab.personas.sampling.describe import AttributeFit, FitRow, PopulationFit, describe
+from crowdlab.personas.sampling.errors import SpecError
+from crowdlab.personas.sampling.io import PersonaFileInfo, read_personas, read_spec_info, write_personas
+from crowdlab.personas.sampling.loading import load_spec, parse_spec
+from crowdlab.personas.sampling.sampler import sample, sample_rows, shard_bounds
+from crowdlab.personas.sampling.schema import persona_schema
+from crowdlab.personas.sampling.spec import PopulationSpec
 
 __all__ = [
     "AttributeFit",

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from crowdlab.personas import SpecError, describe, sample, sample_rows
-from crowdlab.personas.constraints import violation_mask
+from crowdlab.personas.sampling.constraints import violation_mask
 
 RULES = [
     {"name": "young_not_retired", "if": {"age": {"lt": 22}}, "then": {"occupation": {"not_in": ["retired", "professor"]}, "education": {"not_in": ["doctorate"]}}},
@@ -126,7 +126,7 @@ def test_rare_feasible_set_is_drawn_in_one_pass_and_the_departure_is_logged(make
 
 
 def test_without_a_plan_rejection_needs_passes_and_says_so(make_spec, monkeypatch, caplog) -> None:
-    from crowdlab.personas import raking
+    from crowdlab.personas.sampling import raking
 
     monkeypatch.setattr(raking, "MAX_CELLS", 2)  # a grid too large to plan: plain rejection
     raking._plan_for.cache_clear()
@@ -176,7 +176,7 @@ def conditional_spec(**extra):
 
 
 def test_conditional_attributes_keep_their_distribution_per_parent_value() -> None:
-    from crowdlab.personas.distributions import numeric_values
+    from crowdlab.personas.sampling.distributions import numeric_values
 
     spec = conditional_spec()
     table = sample(spec, 120_000, seed=4, shards=2)

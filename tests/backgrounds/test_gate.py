@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from crowdlab.personas import SpecError, sample
-from crowdlab.personas.background_spec import GateSpec
-from crowdlab.personas.backgrounds import add_backgrounds, contradiction_rates, resolve_backend
-from crowdlab.personas.gate import compare, parse_answers
+from crowdlab.personas.backgrounds.spec import GateSpec
+from crowdlab.personas.backgrounds.write import add_backgrounds, contradiction_rates, resolve_backend
+from crowdlab.personas.backgrounds.gate import compare, parse_answers
 
 FIELDS = ["age", "occupation", "education", "city"]
 GATE = GateSpec(tolerance={"age": 1}, synonyms={"education": {"doctorate": ["PhD", "doctoral degree"], "master's degree": ["MSc"]}})

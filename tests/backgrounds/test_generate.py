@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from crowdlab.flows.cli import app
 from crowdlab.personas import SpecError, sample
-from crowdlab.personas.generate import FINAL, generate, load_plan, plan_generation
+from crowdlab.personas.backgrounds.generate import FINAL, generate, load_plan, plan_generation
 
 ECHO = {"kind": "echo", "corrupt_rate": 0.3}
 

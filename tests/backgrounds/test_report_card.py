@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from crowdlab.flows.cli import app
 from crowdlab.personas import parse_spec, sample, write_personas
-from crowdlab.personas.report_card import report_card, write_report_card
-from crowdlab.personas.text_stats import minhash_permutations, signatures, text_stats, tokenize
+from crowdlab.personas.report.card import report_card, write_report_card
+from crowdlab.personas.report.text_stats import minhash_permutations, signatures, text_stats, tokenize
 
 QUOTA_SPEC = parse_spec({
     "name": "exact",
@@ -82,7 +82,7 @@ def test_a_spec_matched_exactly_has_zero_tvd_and_full_coverage() -> None:
 
 
 def test_report_files_and_cli(demo_spec, tmp_path: Path) -> None:
-    from crowdlab.personas.backgrounds import add_backgrounds, resolve_backend
+    from crowdlab.personas.backgrounds.write import add_backgrounds, resolve_backend
 
     table = add_backgrounds(sample(demo_spec, 500, 2), demo_spec, 2, resolve_backend(demo_spec, {"kind": "echo", "corrupt_rate": 0.2}))
     write_personas(table, tmp_path / "personas.parquet", spec=demo_spec, seed=2)
@@ -130,7 +130,7 @@ CONDITIONAL_SPEC = {
 
 
 def test_card_has_every_section_a_figure_per_numeric_attribute_and_examples(demo_spec, tmp_path: Path) -> None:
-    from crowdlab.personas.backgrounds import add_backgrounds, resolve_backend
+    from crowdlab.personas.backgrounds.write import add_backgrounds, resolve_backend
 
     table = add_backgrounds(sample(demo_spec, 800, 3), demo_spec, 3, resolve_backend(demo_spec, {"kind": "echo", "corrupt_rate": 0.3}))
     card = write_report_card(table, tmp_path, demo_spec, example_seed=7)

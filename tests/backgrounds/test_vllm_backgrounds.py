@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from crowdlab.personas import sample
-from crowdlab.personas.backgrounds import add_backgrounds, contradiction_rates
-from crowdlab.personas.generate import generate
+from crowdlab.personas.backgrounds.write import add_backgrounds, contradiction_rates
+from crowdlab.personas.backgrounds.generate import generate
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 

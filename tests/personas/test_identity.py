@@ -8,7 +8,7 @@ import pytest
 from faker import Faker
 
 from crowdlab.personas import load_spec, parse_spec, sample
-from crowdlab.personas.identity import locale_pools, slug
+from crowdlab.personas.sampling.identity import locale_pools, slug
 
 
 @pytest.fixture(scope="module")

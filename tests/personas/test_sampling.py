@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from crowdlab.personas import load_spec, parse_spec, sample, sample_rows, shard_bounds
-from crowdlab.personas.streams import BLOCK_ROWS
+from crowdlab.personas.sampling.streams import BLOCK_ROWS
 
 MIXED = {
     "name": "mixed",

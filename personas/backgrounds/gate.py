@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas.background_spec import GateSpec
+from crowdlab.personas.backgrounds.spec import GateSpec
 
 EMPTY = "empty"
 UNREADABLE = "unreadable"

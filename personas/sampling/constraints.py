@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crowdlab.personas.errors import SpecError
+from crowdlab.personas.sampling.errors import SpecError
 
 if TYPE_CHECKING:
-    from crowdlab.personas.spec import PopulationSpec
+    from crowdlab.personas.sampling.spec import PopulationSpec
 
 DEFAULT_MAX_PASSES = 50
 _NUMERIC_OPS = ("lt", "le", "gt", "ge")
@@ -116,7 +116,7 @@ class Constraint(BaseModel):
 
 def check_constraints(spec: "PopulationSpec") -> None:
     """Names, types and categories used by constraints must exist (a typo fails loudly)."""
-    from crowdlab.personas.spec import IdentityAttribute, TemplateAttribute, categories_of
+    from crowdlab.personas.sampling.spec import IdentityAttribute, TemplateAttribute, categories_of
 
     seen: set[str] = set()
     for index, constraint in enumerate(spec.constraints):
@@ -146,7 +146,7 @@ def check_constraints(spec: "PopulationSpec") -> None:
 
 def _check_not_empty(spec: "PopulationSpec", path: str, constraint: Constraint) -> None:
     """A ``then`` that no value of its attribute can meet is contradictory on its face."""
-    from crowdlab.personas.spec import categories_of
+    from crowdlab.personas.sampling.spec import categories_of
 
     for attr_name, cond in constraint.then.items():
         categories = categories_of(spec.attribute(attr_name))

@@ -13,7 +13,7 @@ Sections (each stage timed, since a million personas is the expected size):
 - examples: a seeded sample of personas with their backgrounds and gate verdicts (plus a few of
   the personas the gate flagged, marked as such).
 ``write_report_card`` writes ``report_card.json`` and ``report_card.html`` (figures embedded; see
-``report_card_html.py``).
+``card_html.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crowdlab.parquet_io import write_text_atomic
-from crowdlab.personas.describe import describe, numeric_target
-from crowdlab.personas.spec import (
+from crowdlab.personas.sampling.describe import describe, numeric_target
+from crowdlab.personas.sampling.spec import (
     Categorical,
     ConditionalAttribute,
     IdentityAttribute,
@@ -172,7 +172,7 @@ def report_card(
     t0 = time.perf_counter()
     fit = describe(table, spec)
     if spec is None:
-        from crowdlab.personas.io import spec_info
+        from crowdlab.personas.sampling.io import spec_info
 
         spec = spec_info(table.schema).spec
     stages["fit_s"] = time.perf_counter() - t0
@@ -197,8 +197,8 @@ def report_card(
     card["names"] = name_uniqueness(table, spec)
     stages["names_s"] = time.perf_counter() - t0
     if "background" in table.column_names:
-        from crowdlab.personas.backgrounds import contradiction_rates
-        from crowdlab.personas.text_stats import text_stats
+        from crowdlab.personas.backgrounds.write import contradiction_rates
+        from crowdlab.personas.report.text_stats import text_stats
 
         stats = text_stats(table.column("background"), threshold=threshold, num_perm=num_perm)
         bg = asdict(stats)
@@ -215,7 +215,7 @@ def report_card(
 
 def write_report_card(table: pa.Table, out_dir: str | Path, spec: PopulationSpec | None = None, *, example_seed: int = 0) -> dict[str, Any]:
     """Compute the card and write report_card.json and report_card.html into ``out_dir``."""
-    from crowdlab.personas.report_card_html import render
+    from crowdlab.personas.report.card_html import render
 
     card = report_card(table, spec, example_seed=example_seed)
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from crowdlab.personas.spec import PopulationSpec, value_type
+from crowdlab.personas.sampling.spec import PopulationSpec, value_type
 
 SCHEMA_VERSION = "1"
 _TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64()}

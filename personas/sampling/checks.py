@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from faker.config import AVAILABLE_LOCALES
 
-from crowdlab.personas.distributions import truncation_mass
-from crowdlab.personas.errors import SpecError
-from crowdlab.personas.spec import (
+from crowdlab.personas.sampling.distributions import truncation_mass
+from crowdlab.personas.sampling.errors import SpecError
+from crowdlab.personas.sampling.spec import (
     ConditionalAttribute,
     IdentityAttribute,
     LogNormal,
@@ -21,10 +21,10 @@ from crowdlab.personas.spec import (
     categories_of,
     value_type,
 )
-from crowdlab.personas.templates import parse_template
+from crowdlab.personas.sampling.templates import parse_template
 
 if TYPE_CHECKING:
-    from crowdlab.personas.spec import PopulationSpec
+    from crowdlab.personas.sampling.spec import PopulationSpec
 
 RESERVED = ("agent_id",)
 KNOWN_LOCALES = frozenset(AVAILABLE_LOCALES)

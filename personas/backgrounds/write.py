@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas import background_prompts as prompts
-from crowdlab.personas import gate
-from crowdlab.personas.background_spec import BackgroundSpec
-from crowdlab.personas.errors import SpecError
+from crowdlab.personas.backgrounds import prompts
+from crowdlab.personas.backgrounds import gate
+from crowdlab.personas.backgrounds.spec import BackgroundSpec
+from crowdlab.personas.sampling.errors import SpecError
 from crowdlab.hashing import seeds
-from crowdlab.personas.spec import PopulationSpec, value_type
+from crowdlab.personas.sampling.spec import PopulationSpec, value_type
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def build_backend(config: Any) -> Any:
     if hasattr(config, "generate"):
         return config
     if isinstance(config, dict) and config.get("kind") == "echo":
-        from crowdlab.personas.echo_backend import EchoConfig
+        from crowdlab.personas.backgrounds.echo_backend import EchoConfig
 
         return EchoConfig.model_validate(config).build()
     from crowdlab.experiments.backends import make_backend

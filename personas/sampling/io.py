@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crowdlab.parquet_io import write_table_atomic
-from crowdlab.personas import schema as s
-from crowdlab.personas.spec import PopulationSpec
+from crowdlab.personas.sampling import schema as s
+from crowdlab.personas.sampling.spec import PopulationSpec
 
 
 def write_personas(
@@ -57,7 +57,7 @@ class PersonaFileInfo:
 
 def spec_info(schema: pa.Schema) -> PersonaFileInfo:
     """The provenance a persona file's schema metadata records."""
-    from crowdlab.personas.loading import parse_spec
+    from crowdlab.personas.sampling.loading import parse_spec
 
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     spec = parse_spec(json.loads(meta[s.META_SPEC])) if s.META_SPEC in meta else None

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from crowdlab.personas import identity as ident
-from crowdlab.personas.constraints import infeasible_error, violation_mask
-from crowdlab.personas.distributions import categorical_codes, numeric_values, quota_counts
-from crowdlab.personas.errors import SpecError
-from crowdlab.personas.raking import ConstraintPlan, constraint_plan, realised_shares
-from crowdlab.personas.schema import persona_schema
-from crowdlab.personas.spec import (
+from crowdlab.personas.sampling import identity as ident
+from crowdlab.personas.sampling.constraints import infeasible_error, violation_mask
+from crowdlab.personas.sampling.distributions import categorical_codes, numeric_values, quota_counts
+from crowdlab.personas.sampling.errors import SpecError
+from crowdlab.personas.sampling.raking import ConstraintPlan, constraint_plan, realised_shares
+from crowdlab.personas.sampling.schema import persona_schema
+from crowdlab.personas.sampling.spec import (
     Categorical,
     ConditionalAttribute,
     IdentityAttribute,
@@ -29,8 +29,8 @@ from crowdlab.personas.spec import (
     TemplateAttribute,
     categories_of,
 )
-from crowdlab.personas.streams import permutation, uniforms
-from crowdlab.personas.templates import format_column, join_pieces, parse_template
+from crowdlab.personas.sampling.streams import permutation, uniforms
+from crowdlab.personas.sampling.templates import format_column, join_pieces, parse_template
 
 log = logging.getLogger(__name__)
 

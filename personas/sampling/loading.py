@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from crowdlab.personas.errors import SpecError
-from crowdlab.personas.spec import ATTRIBUTE_KINDS, DISTRIBUTION_KINDS, PopulationSpec
+from crowdlab.personas.sampling.errors import SpecError
+from crowdlab.personas.sampling.spec import ATTRIBUTE_KINDS, DISTRIBUTION_KINDS, PopulationSpec
 from crowdlab.yaml_io import DuplicateKeyError, UniqueKeyLoader
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from crowdlab.personas.spec import Categorical, LogNormal, Normal, Uniform
+from crowdlab.personas.sampling.spec import Categorical, LogNormal, Normal, Uniform
 
 _EPS = 1e-300
 
@@ -32,7 +32,7 @@ def categorical_codes(dist: Categorical, u: np.ndarray, categories: list[str] | 
 
 def quota_counts(dist: Categorical, n: int, path: str) -> np.ndarray:
     """Exact counts per category summing to n: given counts, or largest-remainder rounding."""
-    from crowdlab.personas.errors import SpecError
+    from crowdlab.personas.sampling.errors import SpecError
 
     if dist.counts is not None:
         counts = np.array(list(dist.counts.values()), dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas.background_spec import BackgroundSpec
+from crowdlab.personas.backgrounds.spec import BackgroundSpec
 
 WRITER_SYSTEM_V1 = (
     "You write short, realistic background texts about people for a survey panel. "

@@ -41,10 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas.distributions import numeric_values
+from crowdlab.personas.sampling.distributions import numeric_values
 
 if TYPE_CHECKING:
-    from crowdlab.personas.spec import PopulationSpec
+    from crowdlab.personas.sampling.spec import PopulationSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def constraint_plan(spec: "PopulationSpec") -> ConstraintPlan:
 
 @lru_cache(maxsize=16)
 def _plan_for(spec_hash: str, spec_json: str) -> ConstraintPlan:
-    from crowdlab.personas.loading import parse_spec
+    from crowdlab.personas.sampling.loading import parse_spec
 
     return _build_plan(parse_spec(spec_json))
 
@@ -183,7 +183,7 @@ def _build_plan(spec: "PopulationSpec") -> ConstraintPlan:
 
 def _grid_axes(spec: "PopulationSpec") -> list[_Axis]:
     """Attributes named in constraints, plus the parents their conditional values depend on."""
-    from crowdlab.personas.spec import ConditionalAttribute
+    from crowdlab.personas.sampling.spec import ConditionalAttribute
 
     needed: set[str] = set()
     for constraint in spec.constraints:
@@ -218,7 +218,7 @@ def constraint_cuts(spec: "PopulationSpec") -> dict[str, list[float]]:
 
 
 def _axis(spec: "PopulationSpec", attr: Any, cuts: list[float], index: dict[str, int]) -> _Axis:
-    from crowdlab.personas.spec import Categorical, ConditionalAttribute, categories_of
+    from crowdlab.personas.sampling.spec import Categorical, ConditionalAttribute, categories_of
 
     if isinstance(attr, ConditionalAttribute):
         parent_cats = categories_of(spec.attribute(attr.on)) or []
@@ -429,7 +429,7 @@ def _draws(q: np.ndarray, axes: list[_Axis]) -> dict[str, CellDraw]:
 
 def realised_shares(spec: "PopulationSpec", departure: Departure, column: Any) -> list[float]:
     """The shares of a departure's cells in a sampled column."""
-    from crowdlab.personas.spec import categories_of
+    from crowdlab.personas.sampling.spec import categories_of
 
     attr = spec.attribute(departure.attribute)
     if categories_of(attr) is not None:

@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crowdlab.parquet_io import write_table_atomic, write_text_atomic
-from crowdlab.personas.errors import SpecError
-from crowdlab.personas.io import write_personas
-from crowdlab.personas.sampler import check_quotas, check_request, sample_rows, shard_bounds, warn_departures
-from crowdlab.personas.spec import PopulationSpec
+from crowdlab.personas.sampling.errors import SpecError
+from crowdlab.personas.sampling.io import write_personas
+from crowdlab.personas.sampling.sampler import check_quotas, check_request, sample_rows, shard_bounds, warn_departures
+from crowdlab.personas.sampling.spec import PopulationSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _validate_backend_config(config: Any) -> None:
     if not isinstance(config, dict) or "kind" not in config:
         raise SpecError("background.backend", f"must be a mapping with a kind, got {config!r}")
     if config["kind"] == "echo":
-        from crowdlab.personas.echo_backend import EchoConfig
+        from crowdlab.personas.backgrounds.echo_backend import EchoConfig
 
         EchoConfig.model_validate(config)
         return
@@ -122,7 +122,7 @@ def backend_for(config: Any) -> Any:
         return config
     key = json.dumps(config, sort_keys=True, default=str)
     if key not in _BACKENDS:
-        from crowdlab.personas.backgrounds import build_backend
+        from crowdlab.personas.backgrounds.write import build_backend
 
         _BACKENDS[key] = build_backend(config)
     return _BACKENDS[key]
@@ -136,7 +136,7 @@ def generate_shard(plan: GenerationPlan, index: int, backend: Any = None) -> Pat
     start, stop = plan.bounds[index]
     table = sample_rows(plan.spec, start, stop, plan.seed, plan.n)
     if plan.spec.background is not None:
-        from crowdlab.personas.backgrounds import add_backgrounds
+        from crowdlab.personas.backgrounds.write import add_backgrounds
 
         table = add_backgrounds(table, plan.spec, plan.seed, backend if backend is not None else backend_for(plan.backend_config))
     write_table_atomic(table, path)
@@ -153,7 +153,7 @@ def combine_shards(plan: GenerationPlan, backend: Any = None) -> Path:
     manifest = json.loads((plan.out_dir / MANIFEST).read_text(encoding="utf-8"))
     meta = dict(table.schema.metadata or {})
     if plan.spec.background is not None:
-        from crowdlab.personas.backgrounds import META_BACKGROUND, background_metadata, contradiction_rates
+        from crowdlab.personas.backgrounds.write import META_BACKGROUND, background_metadata, contradiction_rates
 
         info = background_metadata(plan.spec, backend if backend is not None else backend_for(plan.backend_config))
         info["contradiction_rate"] = contradiction_rates(table)
@@ -185,7 +185,7 @@ def generate(
 
 def load_plan(out_dir: str | Path) -> GenerationPlan:
     """The plan a folder's manifest records (what a worker needs: just the folder's path)."""
-    from crowdlab.personas.loading import parse_spec
+    from crowdlab.personas.sampling.loading import parse_spec
 
     out = Path(out_dir)
     path = out / MANIFEST

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crowdlab.personas.background_spec import BackgroundSpec, check_background
-from crowdlab.personas.constraints import DEFAULT_MAX_PASSES, Constraint, check_constraints
-from crowdlab.personas.errors import SpecError
+from crowdlab.personas.backgrounds.spec import BackgroundSpec, check_background
+from crowdlab.personas.sampling.constraints import DEFAULT_MAX_PASSES, Constraint, check_constraints
+from crowdlab.personas.sampling.errors import SpecError
 
 PERCENT_TOLERANCE = 0.01  # percentages may be rounded to two decimals
 
@@ -310,7 +310,7 @@ class PopulationSpec(_Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "PopulationSpec":
-        from crowdlab.personas.checks import check_spec
+        from crowdlab.personas.sampling.checks import check_spec
 
         check_spec(self)
         check_constraints(self)

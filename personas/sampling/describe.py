@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas.distributions import numeric_values
-from crowdlab.personas.spec import (
+from crowdlab.personas.sampling.distributions import numeric_values
+from crowdlab.personas.sampling.spec import (
     Categorical,
     ConditionalAttribute,
     IdentityAttribute,
@@ -96,7 +96,7 @@ def tvd(p: np.ndarray, q: np.ndarray) -> float:
 def describe(table: pa.Table, spec: PopulationSpec | None = None) -> PopulationFit:
     """Compare every attribute column of a persona table with its spec (default: the file's)."""
     if spec is None:
-        from crowdlab.personas.io import spec_info
+        from crowdlab.personas.sampling.io import spec_info
 
         spec = spec_info(table.schema).spec
         if spec is None:
@@ -120,7 +120,7 @@ def describe(table: pa.Table, spec: PopulationSpec | None = None) -> PopulationF
 
 def _flag_departures(spec: PopulationSpec, table: pa.Table, fits: list[AttributeFit]) -> list[AttributeFit]:
     """Mark the attributes whose targets the constraints make unreachable (or could not correct)."""
-    from crowdlab.personas.raking import constraint_plan, realised_shares
+    from crowdlab.personas.sampling.raking import constraint_plan, realised_shares
 
     plan = constraint_plan(spec)
     by_name = {f.name: i for i, f in enumerate(fits)}

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crowdlab.personas.errors import SpecError
+from crowdlab.personas.sampling.errors import SpecError
 
 PROMPT_VERSIONS = ("v1",)
 
@@ -90,7 +90,7 @@ class BackgroundSpec(_Model):
 
 def check_background(spec: Any) -> None:
     """Every attribute the background section names must exist (errors name the field)."""
-    from crowdlab.personas.spec import TemplateAttribute, categories_of
+    from crowdlab.personas.sampling.spec import TemplateAttribute, categories_of
 
     bg: BackgroundSpec | None = spec.background
     if bg is None:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from faker import Faker
 
-from crowdlab.personas.streams import name_key
+from crowdlab.personas.sampling.streams import name_key
 
 FIRST_POOL = 4096
 LAST_POOL = 4096

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crowdlab.personas.errors import SpecError
+from crowdlab.personas.sampling.errors import SpecError
 
 
 @dataclass(frozen=True)
