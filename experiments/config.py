@@ -20,6 +20,7 @@ from crowdlab.experiments.answers import ANSWER_TAGS
 from crowdlab.experiments.backends import BackendConfig, BackendSettings, SamplingSettings
 from crowdlab.experiments.dispatch import DispatchConfig, LocalDispatch
 from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.network.config import NETWORK_KINDS, NetworkConfig
 from crowdlab.experiments.scenarios import ScenarioConfig
 
 FACTOR_ROOTS = ("scenario", "backend", "models", "sampling")
@@ -109,6 +110,8 @@ class ExperimentConfig(BaseModel):
                     "the run stops naming the cause, and re-running resumes by asking those agents again")
     dispatch: DispatchConfig = Field(default_factory=LocalDispatch, description="local threads or Ray actors")
     design: DesignConfig = Field(default_factory=DesignConfig)
+    network: NetworkConfig | None = Field(None, description="who hears whom: a generated graph or an edge list "
+                                                         "(experiments/network); none: agents see only aggregates")
 
     @field_validator("experiment")
     @classmethod
@@ -143,7 +146,7 @@ def _union_tags(union: Any) -> set[str]:
     return {m.model_fields["kind"].default for m in members}
 
 
-_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig)
+_TAGS = _union_tags(BackendConfig) | _union_tags(ScenarioConfig) | _union_tags(DispatchConfig) | NETWORK_KINDS
 
 
 # Tags of unions nested in a declarative scenario: answer types under ``fields.<name>``, settle

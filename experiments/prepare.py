@@ -106,6 +106,14 @@ def _population_columns(config: ExperimentConfig) -> list[str]:
     return ["agent_id", *(a.name for a in _load_spec(path).attributes)]
 
 
+def _population_size(config: ExperimentConfig) -> int | None:
+    """The number of agents, known without sampling (spec ``n``) or reading rows (Parquet footer)."""
+    pop = config.population
+    if pop.personas is not None:
+        return pq.ParquetFile(pop.personas).metadata.num_rows
+    return pop.n
+
+
 def _partial_only(run_dir: Path) -> bool:
     """True when a folder without a manifest holds only what an interrupted prepare leaves:
     leftover ``.tmp`` files and the persona table (crowdlab before 0.1 wrote it first)."""
@@ -218,6 +226,10 @@ def preflight(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: st
     config = as_config(config)
     conditions = expand_design(config)
     check_personas(_population_columns(config), conditions)
+    if config.network is not None:
+        from crowdlab.experiments.network import check_network
+
+        check_network(config.network, _population_columns(config), _population_size(config))
     check_writable(runs_root)
     if run_id is not None:
         digest = config_hash(config.model_dump(mode="json"))
@@ -301,16 +313,29 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
         manifest = read_manifest(run_dir)
         manifest["attempts"] = int(manifest.get("attempts", 1)) + 1
         manifest["config"] = seal(config.model_dump(mode="json"))  # resumable fields may have changed
+        if config.network is not None and not (run_dir / "network.parquet").is_file():  # killed before it was written
+            from crowdlab.experiments.network import write_network
+
+            manifest["network"] = write_network(run_dir, config.network, personas, None, config.seed)
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
         personas = load_population(config)
         check_personas(personas.column_names, conditions)
+        graph = None
+        if config.network is not None:  # built (and checked: unknown ids, ranges) before anything is written
+            from crowdlab.experiments.network import build_network
+
+            graph = build_network(config.network, personas, config.seed)
         if run_dir.exists():
             shutil.rmtree(run_dir)
         manifest = _manifest(config, conditions, run_id, digest, personas.num_rows)
         write_manifest(run_dir, manifest)
         write_table_atomic(personas, run_dir / PERSONAS)
         manifest["personas_sha256"] = hashlib.sha256((run_dir / PERSONAS).read_bytes()).hexdigest()
+        if graph is not None:
+            from crowdlab.experiments.network import write_network
+
+            manifest["network"] = write_network(run_dir, config.network, personas, graph, config.seed)
     manifest["status"] = "running"
     manifest["timings"]["started_at"] = now_iso()
     write_manifest(run_dir, manifest)

@@ -84,3 +84,17 @@ def rounds_schema(factor_names: list[str], outcome_fields: list[pa.Field] | None
     return pa.schema(ROUND_KEY_FIELDS + list(ROUND_OUTCOME_SCHEMA) + ROUND_CAUSE_FIELDS
                      + list(outcome_fields or []) + _factor_fields(factor_names),
                      metadata={"crowdlab_schema": f"rounds/{SCHEMA_VERSION}"})
+
+
+# The run's social network (``network.parquet``): one row per edge, agent ids, sorted by
+# (source, target). Undirected graphs store each edge once with source < target.
+NETWORK_FIELDS: list[pa.Field] = [
+    pa.field("source", pa.int64(), nullable=False, metadata={"meaning": "agent id the edge starts at (who is heard)"}),
+    pa.field("target", pa.int64(), nullable=False, metadata={"meaning": "agent id the edge ends at (who hears)"}),
+    pa.field("weight", pa.float64(), nullable=False, metadata={"meaning": "tie strength, >= 0; 1 unless given"}),
+]
+
+
+def network_schema(directed: bool) -> pa.Schema:
+    """``network.parquet``; the ``directed`` metadata says whether an edge is read one way or both."""
+    return pa.schema(NETWORK_FIELDS, metadata={"crowdlab_schema": "network/1", "directed": str(directed).lower()})

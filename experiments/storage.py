@@ -66,11 +66,16 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 # Config fields that never change decisions: left out of the hash, so a run may be resumed with
 # other values (more concurrency, a Ray fleet instead of threads, a wider failure tolerance).
 RESUMABLE_FIELDS = ("max_concurrent_shards", "description", "dispatch", "max_failed_share")
+# Config fields added later whose unset value (None) leaves the hash as it was without them.
+OPTIONAL_FIELDS = ("network",)
 
 
 def config_hash(config_json: dict[str, Any]) -> str:
     """Hash of everything that changes results (see ``RESUMABLE_FIELDS`` for what does not)."""
     data = {k: v for k, v in config_json.items() if k not in RESUMABLE_FIELDS}
+    for key in OPTIONAL_FIELDS:  # unset: hashed as before the field existed, so older runs resume
+        if data.get(key) is None:
+            data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
