@@ -125,3 +125,31 @@ def test_a_bad_config_fails_the_flow_run_with_a_clear_message(deployed: dict[str
     assert flow_run["state_type"] == "FAILED", flow_run["state"]
     assert "scenario.p" in flow_run["state"]["message"], flow_run["state"]
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_the_run_form_describes_every_parameter(deployed: dict[str, str]) -> None:
+    for name in ("crowdlab-experiment/experiment", "crowdlab-report/report", "crowdlab-personas/personas"):
+        schema = deployment(deployed, name)["parameter_openapi_schema"]["properties"]
+        assert all(p.get("description") for p in schema.values()), (name, schema)
+    experiment = deployment(deployed, "crowdlab-experiment/experiment")["parameter_openapi_schema"]["properties"]
+    assert "dotted name" in experiment["overrides"]["description"]
+
+
+def test_a_missing_model_folder_fails_the_flow_run_once_with_its_message(deployed: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """A user error under Prefect: the flow run fails with the one-line message, nothing is
+    retried and nothing is written."""
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"config_path": "experiments/configs/demo.yaml", "runs_root": str(tmp_path / "runs"),
+                       "run_id": "nomodel", "overrides": {"models": None,
+                                                            "backend": {"kind": "vllm", "model": "/no/such/model"}}},
+    })
+    response.raise_for_status()
+    flow_run = wait_for(deployed, response.json()["id"])
+    assert flow_run["state_type"] == "FAILED", flow_run["state"]
+    assert "backend: model '/no/such/model': model path '/no/such/model' does not exist" in flow_run["state"]["message"]
+    assert flow_run["name"] == "demo/nomodel"
+    task_runs = api(deployed, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}}).json()
+    assert [t["run_count"] for t in task_runs] == [1]  # prepare-run, once
+    assert not (tmp_path / "runs").exists()
