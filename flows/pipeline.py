@@ -9,8 +9,6 @@ same job in one process.
 from __future__ import annotations
 
 import re
-import zlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from crowdlab import experiments
+from crowdlab.experiments.config import fresh_replicate
 from crowdlab.experiments.errors import is_retryable
 from crowdlab.experiments.redaction import unseal
 from crowdlab.experiments.runner import mark_failed
@@ -160,9 +159,8 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
     """
     run_logger = get_run_logger()
     overrides = unseal(dict(overrides or {}))  # credentials the CLI kept out of Prefect's database
-    if fresh_seed:
-        run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ")
-        overrides.setdefault("seed", zlib.crc32(run_id.encode()))
+    if fresh_seed:  # the same rule as `crowdlab run --fresh-seed`
+        run_id, overrides = fresh_replicate(run_id, overrides)
     config = experiments.load_config(config_path, overrides).model_dump(mode="json")
     handle = prepare_task(config, run_id, runs_root, overwrite)
     try:
