@@ -57,19 +57,23 @@ def _draws(seeds: np.ndarray, agent_ids: np.ndarray) -> dict[str, Any]:
     return {"uniform": uniform, "normal": normal, "agent_uniform": agent_uniform}
 
 
-def _as_json_value(values: np.ndarray, spec: dict[str, Any]) -> pa.Array:
-    """The JSON text of each value for a field of type ``spec['type']``."""
+def _as_json_value(values: np.ndarray, spec: dict[str, Any]) -> tuple[pa.Array, np.ndarray]:
+    """(JSON text of each value for a field of type ``spec['type']``, the number it spells)."""
     kind = spec["type"]
+    finite = np.isfinite(values)
     if kind in ("choice",):
         labels = np.array(spec["options"], dtype=object)
         idx = np.clip(np.nan_to_num(values, nan=0).astype(np.int64), 0, len(labels) - 1)
-        return pc.binary_join_element_wise('"', pa.array(labels[idx], pa.string()), '"', "")
-    missing = pa.array(~np.isfinite(values))
+        text = pc.binary_join_element_wise('"', pa.array(labels[idx], pa.string()), '"', "")
+        return pc.if_else(pa.array(~finite), "null", text), np.full(values.shape, np.nan)
     if kind in ("integer", "likert", "linear_scale"):
-        text = pc.cast(pa.array(np.round(np.nan_to_num(values)).astype(np.int64)), pa.string())
+        number = np.round(np.nan_to_num(values))
+        text = pc.cast(pa.array(number.astype(np.int64)), pa.string())
     else:
-        text = pc.cast(pa.array(np.round(np.nan_to_num(values), 4)), pa.string())
-    return pc.if_else(missing, "null", text)  # no value: the parser reports it unparseable
+        number = np.round(np.nan_to_num(values), 4)
+        text = pc.cast(pa.array(number), pa.string())
+    # no value: JSON null, which the parser reports as unparseable
+    return pc.if_else(pa.array(~finite), "null", text), np.where(finite, number, np.nan)
 
 
 class FormulaBaselineBackend:
@@ -94,16 +98,20 @@ class FormulaBaselineBackend:
         specs = ctx["answer_fields"]
         parts: list[pa.Array] = []
         draws = _draws(batch.seeds, batch.agent_ids)
+        primary = None
         for name, source in baseline["fields"].items():
             formula = Formula(source, allowed=env, functions=draws)
             values = np.broadcast_to(np.asarray(formula(env), dtype=np.float64), (n,))
+            text, number = _as_json_value(values, specs[name])
+            if name == ctx.get("primary"):
+                primary = number  # what parsing the text gives back, without parsing it
             key = pa.array([f'"{name}": '] * n, pa.string())
-            parts.append(pc.binary_join_element_wise(key, _as_json_value(values, specs[name]), ""))
+            parts.append(pc.binary_join_element_wise(key, text, ""))
         body = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ", ")
         texts = pc.binary_join_element_wise("{", body, "}", "").to_pylist()
         elapsed = time.perf_counter() - start
         return ResponseBatch(texts=texts, input_tokens=np.zeros(n, np.int64), output_tokens=np.zeros(n, np.int64),
-                             latency_s=np.full(n, elapsed / max(n, 1)), errors=[None] * n)
+                             latency_s=np.full(n, elapsed / max(n, 1)), errors=[None] * n, values=primary)
 
     def close(self) -> None:
         return None

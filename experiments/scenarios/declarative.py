@@ -213,11 +213,16 @@ class DeclarativeScenario:
         for name in [*group_value_names(self.params), "target", "winning_value"]:
             ctx[f"last_{name}"] = gv[name][groups] if name in gv else np.full(n, np.nan)
         ctx["own_last"] = history.own_values[:, -1] if history.own_values.shape[1] else np.full(n, np.nan)
-        numeric = [name for name, f in self.fields.items() if f.type_name in _NUMERIC]
-        own = self._own(history, k, numeric) if k >= 1 else None
-        for name, f in self.fields.items():
-            if f.type_name in _NUMERIC:
-                ctx[f"own_last_{name}"] = f.numeric(own.columns[name]) if own is not None else np.full(n, np.nan)
+        # the primary field is the runner's own_values (NaN where the answer was invalid); the
+        # other numeric fields are read again from the agent's last answer text
+        numeric = [name for name, f in self.fields.items() if f.type_name in _NUMERIC and name != self.primary]
+        own = self._own(history, k, numeric) if k >= 1 and numeric else None
+        for name in numeric:
+            ctx[f"own_last_{name}"] = self.fields[name].numeric(own.columns[name]) if own is not None \
+                else np.full(n, np.nan)
+        if self.primary is not None:
+            ctx[f"own_last_{self.primary}"] = ctx["own_last"]
+        ctx["primary"] = self.primary
         if self.params.baseline is not None:
             ctx["baseline"] = {"fields": dict(self.params.baseline.fields),
                                "parameters": dict(self.params.baseline.parameters)}
