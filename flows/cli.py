@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +19,7 @@ from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_report import narrow_table, print_conditions, report
 from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
+from crowdlab.flows.quiet import quiet_libraries
 from crowdlab.flows.run_status import resume_message
 
 DEMO_CONFIG = Path("experiments/configs/demo.yaml")
@@ -229,10 +229,9 @@ def ui_command(
 
 
 def main() -> None:
-    # vLLM configures its loggers at import from the environment: keep engine chatter out of
-    # normal output (it still shows with -v).
-    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # vLLM and torch read their log settings at import, in every subprocess too: keep their
+    # warnings out of normal output before anything imports them (they still show with -v).
+    quiet_libraries(verbose=any(arg in ("-v", "--verbose") for arg in sys.argv[1:]))
     app()
 
 
