@@ -24,7 +24,10 @@ class ChoiceAnswer(AnswerField):
     type_name = "choice"
     options: list[str] = Field(min_length=2)
 
-    _check = field_validator("options")(classmethod(lambda cls, v: check_labels(v)))
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        return check_labels(labels)
 
     def json_schema(self) -> dict[str, Any]:
         return {"type": "string", "enum": list(self.options)}
@@ -65,7 +68,10 @@ class MultiChoiceAnswer(AnswerField):
     min_selections: int = Field(0, ge=0)
     max_selections: int | None = Field(None, ge=1)
 
-    _check = field_validator("options")(classmethod(lambda cls, v: check_labels(v)))
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        return check_labels(labels)
 
     @model_validator(mode="after")
     def _counts(self) -> "MultiChoiceAnswer":

@@ -45,7 +45,9 @@ def label_index(raw: pa.Array, labels: list[str]) -> np.ndarray:
 def extract_list(texts: pa.Array, name: str) -> pa.Array:
     """The items of ``"name": [...]`` as a list<string> per text (null where absent)."""
     inner = extract(texts, key_pattern(name) + r"\[(?P<v>[^\]]*)\]")
-    items = pc.split_pattern_regex(inner, r"\s*,\s*")
+    # quoted items may hold commas ("a, b"): split those between quotes, bare ones on commas
+    quoted = pc.match_substring(inner, '"')
+    items = pc.if_else(quoted, pc.split_pattern_regex(inner, r'"\s*,\s*"'), pc.split_pattern_regex(inner, r"\s*,\s*"))
     flat = unescape_json(pc.utf8_trim(pc.list_flatten(items), _TRIM))
     offsets = items.offsets
     return pa.ListArray.from_arrays(offsets, flat, mask=inner.is_null())

@@ -21,7 +21,10 @@ class RankingAnswer(AnswerField):
     options: list[str] = Field(min_length=2)
     top_k: int | None = Field(None, ge=1)
 
-    _check = field_validator("options")(classmethod(lambda cls, v: check_labels(v)))
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        return check_labels(labels)
 
     @model_validator(mode="after")
     def _k(self) -> "RankingAnswer":

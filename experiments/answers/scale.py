@@ -75,7 +75,10 @@ class LikertAnswer(_Scale):
     labels: list[str] = Field(min_length=2)
     start: int = 1
 
-    _check = field_validator("labels")(classmethod(lambda cls, v: check_labels(v)))
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        return check_labels(labels)
 
     def points(self) -> list[int]:
         return list(range(self.start, self.start + len(self.labels)))

@@ -124,3 +124,9 @@ def test_parsing_is_vectorised_over_a_large_batch() -> None:
     out = parse_answers(texts, fields)
     assert out.valid.all()
     assert out.columns["c"].indices.to_numpy().sum() == 50_000
+
+
+def test_list_items_may_hold_commas_when_quoted() -> None:
+    field = MultiChoiceAnswer(options=["red, white", "blue"])
+    values, causes = parse_one(field, ['{"x": ["red, white", "blue"]}', "{\"x\": [blue]}"])
+    assert values == [["red, white", "blue"], ["blue"]] and causes == [None, None]
