@@ -9,6 +9,7 @@ same job in one process.
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,17 @@ def _fmt(value: float | None) -> str:
 
 
 def _artifact_key(*parts: object) -> str:
-    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:120]
+    """Prefect artifact keys allow only lowercase letters, digits and dashes.
+
+    Each part is folded into that alphabet; a part that changes on the way ("Run_1" -> "run-1")
+    gets a short checksum of its original spelling, so "Run_1" and "run-1" keep apart. Keys are
+    per run (experiment and run id in every key): a new run never overwrites another's artifacts.
+    """
+    folded = []
+    for part in (str(p) for p in parts):
+        clean = re.sub(r"[^a-z0-9-]+", "-", part.lower()).strip("-")
+        folded.append(clean if clean == part else f"{clean}-{zlib.crc32(part.encode()):08x}"[:60])
+    return "-".join(f for f in folded if f)[:120].strip("-")
 
 
 def _experiment_name(config_path: Any, overrides: Any) -> str:

@@ -1,0 +1,64 @@
+"""Small pieces of the Prefect flow and of redaction, without a server."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from crowdlab.experiments import ConfigError, ShardFailedError, UserError
+from crowdlab.experiments.backends.model_ref import BackendError
+from crowdlab.experiments.redaction import REDACTED, redact, redact_text, seal, unseal
+from crowdlab.flows.pipeline import _artifact_key, retry_unless_user_error
+
+
+def test_artifact_keys_use_prefects_alphabet_and_keep_runs_apart() -> None:
+    keys = [_artifact_key("paper_variants", run_id, "c000", "rep0", "round1")
+            for run_id in ("Run_1", "run-1", "run_1", "20261129-101500-ab12cd")]
+    assert all(re.fullmatch(r"[a-z0-9-]+", k) and len(k) <= 120 for k in keys)
+    assert len(set(keys)) == len(keys)
+    assert _artifact_key("demo", "srv", "summary") == "demo-srv-summary"
+
+
+@pytest.mark.parametrize(("exc", "retry"), [
+    (BackendError("model path '/x' does not exist"), False),
+    (ConfigError("backend", "api_key_env names 'K' but it is empty"), False),
+    (ShardFailedError("12 of 50 requests failed"), True),
+    (OSError("connection reset"), True),
+])
+def test_retry_condition_retries_only_what_a_retry_can_fix(exc: BaseException, retry: bool) -> None:
+    assert retry_unless_user_error(None, None, SimpleNamespace(data=exc)) is retry
+
+
+def test_user_errors_survive_pickling_and_render_for_the_cli() -> None:
+    err = ConfigError("run_id", "run 'a' exists; choose another run id", remedy=("overwrite", True))
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, ConfigError) and isinstance(back, UserError)
+    assert str(back) == "run_id: run 'a' exists; choose another run id or pass overwrite=True"
+    assert back.render(cli=True) == "run_id: run 'a' exists; choose another run id or pass --overwrite"
+    assert str(pickle.loads(pickle.dumps(BackendError("no model")))) == "backend: no model"
+
+
+def test_redaction_covers_urls_and_secret_names_case_insensitively_and_nested() -> None:
+    config = {
+        "base_urls": ["http://user:sk-1@host:8000/v1", "https://h/v1?api_key=sk-2&x=1"],
+        "api_key_env": "OPENAI_API_KEY", "max_tokens": 64,
+        "extra_body": {"API_KEY": "sk-3", "nested": [{"Authorization": "Bearer sk-4"}, {"accessToken": "sk-5"}],
+                       "client_secret": {"value": "sk-6"}, "temperature": 0.5},
+    }
+    public = redact(config)
+    assert "sk-" not in repr(public)
+    assert public["base_urls"] == [f"http://{REDACTED}@host:8000/v1", f"https://h/v1?api_key={REDACTED}&x=1"]
+    assert public["api_key_env"] == "OPENAI_API_KEY" and public["max_tokens"] == 64
+    assert public["extra_body"]["temperature"] == 0.5
+    assert redact_text("POST ray://u:p@head:10001") == f"POST ray://{REDACTED}@head:10001"
+
+
+def test_sealed_values_come_back_only_in_this_process() -> None:
+    live = {"backend": {"base_urls": ["http://u:sk-9@h/v1"]}}
+    public = seal(live)
+    assert "sk-9" not in repr(public)
+    assert unseal(public) == live
+    assert unseal({"other": 1}) == {"other": 1}
