@@ -78,7 +78,8 @@ def settle_round(run_dir: str | Path, condition_id: str, replicate: int, round: 
     scenario = ctx.scenario(condition_id)
     if decisions is None:
         decisions = pa.concat_tables(pq.read_table(p, columns=settle_columns(scenario)) for p in paths)
-    outcome = scenario.settle(decisions)
+    settle_in_run = getattr(scenario, "settle_in_run", None)  # network scenarios read the graph and last round
+    outcome = settle_in_run(ctx, condition_id, replicate, round, decisions) if settle_in_run else scenario.settle(decisions)
     causes = cause_counts(decisions, outcome["group"].to_numpy())
     n = outcome.num_rows
     cond = ctx.conditions[condition_id]

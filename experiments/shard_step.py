@@ -111,14 +111,17 @@ def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int
         own[:, k - 1] = np.where(mine["valid"].to_numpy(zero_copy_only=False),
                                  mine["value"].to_numpy(zero_copy_only=False).astype(np.float64), np.nan)
     public = pa.concat_tables(parts) if parts else None
+    peer_view = getattr(ctx.scenario(condition_id), "peer_view", None)  # network scenarios read in-neighbours
+    peers = peer_view(ctx, condition_id, replicate, round_, lo, hi) if peer_view is not None else None
     return History(round=round_, total_rounds=ctx.config.rounds, public=public, own_values=own,
-                   own_texts=tuple(texts))
+                   own_texts=tuple(texts), peers=peers)
 
 
 def _subset(history: History, mask: np.ndarray) -> History:
     keep = pa.array(mask)
     return History(history.round, history.total_rounds, history.public, history.own_values[mask],
-                   tuple(t.filter(keep) for t in history.own_texts))
+                   tuple(t.filter(keep) for t in history.own_texts),
+                   history.peers.subset(mask) if history.peers is not None else None)
 
 
 def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarray, ids: np.ndarray,

@@ -22,6 +22,7 @@ from crowdlab.experiments.backends.simulated_gpu import SimulatedGPUConfig
 from crowdlab.experiments.backends.transformers_local import TransformersBackendConfig
 from crowdlab.experiments.backends.vllm_offline import VLLMBackendConfig
 from crowdlab.experiments.backends.settings import BackendSettings
+from crowdlab.experiments.network.dynamics import OpinionDynamicsConfig
 
 BackendConfig = Annotated[
     Union[
@@ -32,6 +33,7 @@ BackendConfig = Annotated[
         OpenAIBackendConfig,
         TransformersBackendConfig,
         SimulatedGPUConfig,
+        OpinionDynamicsConfig,
     ],
     Field(discriminator="kind"),
 ]

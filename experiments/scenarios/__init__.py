@@ -15,13 +15,22 @@ from crowdlab.experiments.scenarios.beauty_contest import BeautyContest
 from crowdlab.experiments.scenarios.beauty_params import BeautyContestParams
 from crowdlab.experiments.scenarios.declarative import DeclarativeScenario
 from crowdlab.experiments.scenarios.declarative_params import DeclarativeParams
+from crowdlab.experiments.network.opinion_params import OpinionParams
 
-ScenarioConfig = Annotated[Union[BeautyContestParams, DeclarativeParams], Field(discriminator="kind")]
-
-_BUILDERS: dict[str, Callable[..., Scenario]] = {"beauty_contest": BeautyContest, "declarative": DeclarativeScenario}
+ScenarioConfig = Annotated[Union[BeautyContestParams, DeclarativeParams, OpinionParams], Field(discriminator="kind")]
 
 
-def make_scenario(config: BeautyContestParams | DeclarativeParams) -> Scenario:
+def _opinion(params: OpinionParams) -> Scenario:
+    from crowdlab.experiments.network.opinion import OpinionScenario  # imports scenarios.base
+
+    return OpinionScenario(params)
+
+
+_BUILDERS: dict[str, Callable[..., Scenario]] = {"beauty_contest": BeautyContest, "declarative": DeclarativeScenario,
+                                                 "opinion": _opinion}
+
+
+def make_scenario(config: BeautyContestParams | DeclarativeParams | OpinionParams) -> Scenario:
     """The scenario object for one condition's validated parameters."""
     return _BUILDERS[config.kind](config)
 

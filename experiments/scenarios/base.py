@@ -29,6 +29,7 @@ class History:
     public: pa.Table | None
     own_values: np.ndarray  # float64, shape (n_agents, round - 1)
     own_texts: tuple[pa.Array, ...] = ()  # round - 1 string arrays of n_agents, or ()
+    peers: Any = None  # network scenarios: what the agents read from in-neighbours (network.peers.PeerView)
 
 
 @runtime_checkable

@@ -1,0 +1,217 @@
+"""The opinion-dynamics scenario: each round every agent reports its stance on a policy question
+on a scale, after seeing its in-neighbours' stances of the last round (and, with ``messages``,
+their posts). Settling reports mean stance, polarisation (variance, bimodality coefficient),
+stance assortativity on the network and the share of agents whose stance changed.
+
+Besides the runner's ``Scenario`` protocol it offers the hooks the runner looks for:
+``peer_view`` (what a shard reads from its in-neighbours, ``History.peers``) and
+``settle_in_run`` (settling that reads the network and the previous round).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import special, stats
+
+from crowdlab.experiments.backends.base import Message
+from crowdlab.experiments.network.opinion_params import OpinionParams
+from crowdlab.experiments.network.peers import PeerView, peer_view, stances
+from crowdlab.experiments.network.run_files import network_in_index
+from crowdlab.experiments.scenarios.base import History
+from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
+from crowdlab.experiments.seeding import uniforms
+
+OUTCOMES = ("variance", "bimodality", "assortativity", "changed_share", "neighbours_mean_abs_gap")
+_STANCE = re.compile(r'"?stance"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)')
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_STREAM_INITIAL = 0x0F1
+
+
+def initial_stance(params: OpinionParams, personas: pa.Table, agent_ids: np.ndarray) -> np.ndarray:
+    """Round-1 stances: mean + persona shifts + seeded noise (a function of the agent id), clipped."""
+    spec = params.initial
+    x = np.full(agent_ids.shape[0], spec.mean, dtype=np.float64)
+    for column, shifts in spec.shift.items():
+        values = pc.cast(personas[column], pa.string()).fill_null("").to_numpy(zero_copy_only=False)
+        for level, delta in shifts.items():
+            x += np.where(values == level, delta, 0.0)
+    if spec.sd > 0:
+        u = np.clip(uniforms(np.asarray(agent_ids, np.int64) ^ np.int64(spec.seed), _STREAM_INITIAL), 1e-12, 1 - 1e-12)
+        x += spec.sd * special.ndtri(u)
+    return np.clip(x, params.low, params.high)
+
+
+def bimodality(x: np.ndarray) -> float:
+    """Sarle's bimodality coefficient (sample-corrected skewness and excess kurtosis); above
+    5/9 (the uniform's value) suggests two modes."""
+    n = x.size
+    if n < 4 or np.std(x) == 0:
+        return float("nan")
+    g = stats.skew(x, bias=False)
+    k = stats.kurtosis(x, bias=False)
+    return float((g * g + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
+
+
+def assortativity(x: np.ndarray, receivers: np.ndarray, senders: np.ndarray) -> float:
+    """Pearson correlation of stances across the network's ties (each tie as read: undirected
+    ties both ways), over ties whose two ends both have a stance."""
+    a, b = x[receivers], x[senders]
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+class OpinionScenario:
+    """Stance on a scale, read from the network each round."""
+
+    reads_network = True
+
+    def __init__(self, params: OpinionParams) -> None:
+        self.params = params
+        self.name = params.name
+
+    # -- set-up -------------------------------------------------------------------------
+    def required_persona_columns(self) -> set[str]:
+        return set(self.params.initial.shift)
+
+    def n_groups(self) -> int:
+        return 1
+
+    def assign_groups(self, agent_ids: np.ndarray) -> np.ndarray:
+        return np.zeros(np.asarray(agent_ids).shape[0], np.int32)
+
+    def peer_view(self, ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int) -> PeerView:
+        return peer_view(ctx, condition_id, replicate, round_, lo, hi)
+
+    # -- prompts ------------------------------------------------------------------------
+    def _scale(self) -> str:
+        p = self.params
+        return f"{p.low:g} ({p.low_label}) to {p.high:g} ({p.high_label})"
+
+    def render(self, agent_ids: np.ndarray, groups: np.ndarray, personas: pa.Table, history: History,
+               group_sizes: np.ndarray) -> list[list[Message]]:
+        p = self.params
+        system = (f"You are a member of an online community discussing one question: {p.question}\n"
+                  f"Each round you read what people you follow think, then give your own stance on a scale from "
+                  f"{self._scale()}. You may change your mind or keep it.")
+        ask = f'Round {history.round} of {history.total_rounds}: what is your stance now? Answer in JSON: {{"stance": <whole number>}}'
+        if p.messages is not None:
+            ask = (f'Round {history.round} of {history.total_rounds}: write a short post for the people who follow you '
+                   f'(at most {p.messages.max_chars} characters), then give your stance. Answer in JSON: '
+                   f'{{"message": "<post>", "stance": <whole number>}}')
+        described = "description" in personas.column_names
+        desc = personas["description"].to_pylist() if described else [None] * len(agent_ids)
+        own = history.own_values[:, -1] if history.own_values.shape[1] else initial_stance(p, personas, agent_ids)
+        peers = history.peers
+        counts = np.diff(peers.indptr) if peers is not None else np.zeros(len(agent_ids), np.int64)
+        chats = []
+        for i in range(len(agent_ids)):
+            lines = [f"About you: {desc[i]}"] if desc[i] else []
+            if np.isfinite(own[i]):
+                lines.append(f"Your stance {'so far' if history.round > 1 else 'before the discussion'}: {own[i]:.0f}")
+            if history.round > 1 and peers is not None and counts[i]:
+                v = peers.values[peers.indptr[i]:peers.indptr[i + 1]]
+                v = v[np.isfinite(v)]
+                if v.size:
+                    mid = (p.low + p.high) / 2
+                    lines.append(f"Last round, of the {v.size} people you follow who answered: mean stance {v.mean():.1f}; "
+                                 f"{int((v > mid).sum())} leaned towards {p.high_label}, {int((v < mid).sum())} towards "
+                                 f"{p.low_label}.")
+            if peers is not None and peers.messages is not None:
+                lines.extend(peers.messages.lines(i))
+            lines.append(ask)
+            chats.append([{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}])
+        return chats
+
+    def context(self, groups: np.ndarray, history: History) -> dict[str, Any]:
+        own = history.own_values[:, -1] if history.own_values.shape[1] else np.full(groups.shape[0], np.nan)
+        return {"scenario": "opinion", "round": history.round, "low": self.params.low, "high": self.params.high,
+                "initial": self.params, "own_last": own, "peers": history.peers,
+                "messages": self.params.messages is not None}
+
+    # -- answers ------------------------------------------------------------------------
+    def answer_schema(self) -> dict[str, Any]:
+        p = self.params
+        props: dict[str, Any] = {"stance": {"type": "integer", "minimum": int(np.ceil(p.low)),
+                                            "maximum": int(np.floor(p.high))}}
+        required = ["stance"]
+        if p.messages is not None:
+            props = {"message": {"type": "string", "maxLength": p.messages.max_chars}, **props}
+            required = ["message", "stance"]
+        return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+    def answer_regex(self) -> str | None:
+        return None
+
+    def parse(self, texts: list[str]) -> np.ndarray:
+        out = np.full(len(texts), np.nan)
+        for i, t in enumerate(texts):
+            m = _STANCE.search(t or "") or _NUMBER.search(t or "")
+            if m:
+                out[i] = float(m.group(1) if m.re is _STANCE else m.group(0))
+        return out
+
+    def check(self, values: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        finite = np.isfinite(values)
+        inside = finite & (values >= self.params.low) & (values <= self.params.high)
+        errors = np.where(~finite, "unparseable", np.where(inside, None, "out_of_range"))
+        return inside, errors.tolist()
+
+    # -- settling -----------------------------------------------------------------------
+    def outcome_fields(self) -> list[pa.Field]:
+        meaning = {"variance": "population variance of the stances (ddof=0)",
+                   "bimodality": "Sarle's bimodality coefficient (> 5/9 suggests two camps)",
+                   "assortativity": "Pearson correlation of stances across network ties",
+                   "changed_share": "share of agents whose stance moved by >= change_threshold since last round",
+                   "neighbours_mean_abs_gap": "mean |own stance - in-neighbour's stance| over ties"}
+        return [pa.field(f"outcome_{k}", pa.float64(), metadata={"meaning": meaning[k]}) for k in OUTCOMES]
+
+    def settle(self, decisions: pa.Table) -> pa.Table:
+        """Without the run (no network, no previous round): distribution outcomes only."""
+        return self._outcome(self._values(decisions), {})
+
+    def settle_in_run(self, ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table) -> pa.Table:
+        x = self._values(decisions)
+        index = network_in_index(ctx)
+        receivers = np.repeat(np.arange(index.n), index.in_degree())
+        extra = {"assortativity": assortativity(x, receivers, index.senders)}
+        gap = np.abs(x[receivers] - x[index.senders])
+        extra["neighbours_mean_abs_gap"] = float(np.nanmean(gap)) if np.isfinite(gap).any() else float("nan")
+        if round_ > 1:
+            prev = stances(ctx, condition_id, replicate, round_ - 1)
+            both = np.isfinite(prev) & np.isfinite(x)
+            extra["changed_share"] = float(np.mean(np.abs(x[both] - prev[both]) >= self.params.change_threshold)) \
+                if both.any() else float("nan")
+        return self._outcome(x, extra)
+
+    @staticmethod
+    def _values(decisions: pa.Table) -> np.ndarray:
+        v = pc.if_else(decisions["valid"], decisions["value"], None)
+        return v.to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def _outcome(self, x: np.ndarray, extra: dict[str, float]) -> pa.Table:
+        ok = x[np.isfinite(x)]
+        n, n_valid = x.size, ok.size
+        row: dict[str, Any] = {f.name: None for f in ROUND_OUTCOME_SCHEMA}
+        row.update(n=n, n_valid=n_valid, n_invalid=n - n_valid, lo=self.params.low, hi=self.params.high)
+        if n_valid:
+            row.update(mean=float(ok.mean()), median=float(np.median(ok)),
+                       std=float(ok.std(ddof=1)) if n_valid > 1 else None)
+        outcome = {"variance": float(ok.var()) if n_valid else float("nan"), "bimodality": bimodality(ok),
+                   "assortativity": float("nan"), "changed_share": float("nan"),
+                   "neighbours_mean_abs_gap": float("nan"), **extra}
+        rows = [dict(row, group=0), dict(row, group=-1)]
+        for r in rows:
+            r.update({f"outcome_{k}": (None if not np.isfinite(v) else v) for k, v in outcome.items()})
+        schema = pa.schema(list(ROUND_OUTCOME_SCHEMA) + self.outcome_fields())
+        return pa.Table.from_pylist(rows, schema=schema)
+
+    def describe(self) -> dict[str, Any]:
+        return json.loads(self.params.model_dump_json())
