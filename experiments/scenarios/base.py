@@ -34,7 +34,14 @@ class History:
 
 @runtime_checkable
 class Scenario(Protocol):
-    """A game the runner can play round by round with any backend."""
+    """A game the runner can play round by round with any backend.
+
+    Optional hooks, looked up with ``getattr`` by the runner (declarative scenarios have them):
+    ``answer_arrow_fields()`` and ``answer_columns(texts, valid, errors)`` (typed ``answer_*``
+    decision columns), ``settle_columns()`` and ``outcome_fields()`` (what settling reads and the
+    ``outcome_*`` rounds columns), ``public_columns`` (rounds columns the next rounds read),
+    ``persona_column_path(column)`` and ``trial_render(columns)`` (preflight checks).
+    """
 
     name: str
 
