@@ -117,7 +117,12 @@ def get_backend(config: BackendSettings) -> Backend:
     with _backend_lock:
         if key not in _backends:
             log.info("starting backend %s", config.display_label())
-            _backends[key] = config.build()
+            backend = config.build()
+            # LLM backends start their engine lazily; start it here, where a failure (a typo in
+            # engine_kwargs, too little GPU memory: a BackendError) stops the run with its own
+            # message instead of turning into a shard of failed rows that Prefect would retry.
+            getattr(backend, "engine", None)
+            _backends[key] = backend
         return _backends[key]
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from crowdlab.experiments.errors import ConfigError
+from crowdlab.experiments.errors import ConfigError, UserError
 from crowdlab.experiments.prepare import check_writable
 from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.personas import SpecError, describe, load_spec, read_personas, read_spec_info, write_personas
@@ -170,7 +170,10 @@ def generate_command(
         if local:
             from crowdlab.flows.personas_flow import run_local
 
-            path = run_local(spec_path, n, seed, out, shard_size, plan.backend_config, on_shard)
+            try:
+                path = run_local(spec_path, n, seed, out, shard_size, plan.backend_config, on_shard)
+            except (UserError, SpecError) as exc:
+                fail(str(exc))
         else:
             from crowdlab.flows.prefect_env import quiet_prefect
 
@@ -178,9 +181,14 @@ def generate_command(
             from crowdlab.flows import personas_flow as pf
             from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
 
+            from crowdlab.flows.prefect_env import hide_run_failures
+
+            hide_run_failures()
             add_progress_listener(on_shard)
             try:
                 path = Path(pf.personas_flow(str(spec_path), n, seed, str(out), shard_size, plan.backend_config))
+            except (UserError, SpecError) as exc:  # one line, as without Prefect
+                fail(str(exc))
             finally:
                 remove_progress_listener(on_shard)
     console.print(f"wrote {n:,} personas of {spec.name} (seed {seed}) to {path}", highlight=False, soft_wrap=True)

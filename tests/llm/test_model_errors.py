@@ -164,3 +164,33 @@ def test_engine_that_cannot_load_the_folder_stops_the_run_in_one_line(tiny_model
     assert "vLLM could not start model" in errors[0] and "tiny-nosuch" in errors[0]
     assert "nosuch" in errors[0].split("tiny-nosuch", 1)[1]  # vLLM's reason, not only the name
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_an_engine_that_cannot_start_stops_the_run_with_one_line(tiny_model: Path, tiny_engine_options: dict,
+                                                                  personas_path: Path, tmp_path: Path) -> None:
+    """A typo in engine_kwargs passes every check before the run, then fails as the engine starts:
+    one line naming the model, exit code 2, the manifest says failed, no shard of error rows."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    backend = {"kind": "vllm", "model": str(tiny_model), **tiny_engine_options,
+               "engine_kwargs": {"no_such_engine_option": 1}}
+    config = {"experiment": "engine", "population": {"personas": str(personas_path)},
+              "scenario": {"kind": "beauty_contest"}, "backend": backend, "rounds": 1, "shard_size": 600}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "crowdlab.flows.cli", "run", str(path), "--no-prefect",
+                             "--run-id", "e", "--runs-root", str(tmp_path / "runs")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("error: backend: vLLM could not start model") and "no_such_engine_option" in lines[-1]
+    run_dir = tmp_path / "runs" / "engine" / "e"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+    assert not (run_dir / "decisions").exists()
