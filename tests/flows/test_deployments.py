@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,59 @@ def wait_for(env: dict[str, str], flow_run_id: str, timeout_s: float = 300) -> d
             return flow_run
         time.sleep(1)
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
+
+
+def shipped_deployment(name: str) -> dict[str, Any]:
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    return next(d for d in spec["deployments"] if d["name"] == name)
+
+
+def test_nightly_schedule_fires_at_two_utc_with_parameters_the_flow_accepts() -> None:
+    from prefect.server.schemas.schedules import CronSchedule
+
+    from crowdlab.experiments import load_config
+    from crowdlab.flows.pipeline import experiment_flow
+
+    dep = shipped_deployment("experiment")
+    (schedule,) = dep["schedules"]
+    assert (schedule["cron"], schedule["timezone"], schedule["active"]) == ("0 2 * * *", "UTC", False)
+    # the next two firings, as Prefect's scheduler computes them: 02:00 UTC, a day apart
+    start = datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc)  # the eve of a European DST change
+    dates = asyncio.run(CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"]).get_dates(n=2, start=start))
+    assert [d.astimezone(timezone.utc).isoformat() for d in dates] == [
+        "2026-03-29T02:00:00+00:00", "2026-03-30T02:00:00+00:00"]
+    # the schedule's parameters, merged over the deployment's, are parameters of the flow and load
+    params = {**dep["parameters"], **schedule["parameters"]}
+    assert set(params) <= set(inspect.signature(experiment_flow.fn).parameters)
+    assert params["fresh_seed"] is True and params["config_path"] == "experiments/configs/paper_variants.yaml"
+    config = load_config(REPO_ROOT / params["config_path"])
+    assert config.experiment == "paper_variants"
+
+
+def test_fresh_seed_runs_are_new_replicates_with_new_seeds(deployed: dict[str, str], tmp_path: Path) -> None:
+    """What the nightly schedule starts, twice: the schedule's parameters (on a smaller population)."""
+    dep = deployment(deployed, "crowdlab-experiment/experiment")
+    schedule = shipped_deployment("experiment")["schedules"][0]["parameters"]
+    runs = tmp_path / "runs"
+    config = REPO_ROOT / schedule["config_path"]
+    results = []
+    for _ in range(2):
+        response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {
+            **schedule, "config_path": str(config), "runs_root": str(runs),
+            "overrides": {"population.n": 60, "rounds": 1, "design.replicates": 1,
+                          "design.factors": {"scenario.variant": ["P1"], "scenario.p": [0.5]}}}})
+        response.raise_for_status()
+        flow_run = wait_for(deployed, response.json()["id"])
+        assert flow_run["state_type"] == "COMPLETED", flow_run["state"]
+        results.append(flow_run)
+    run_dirs = sorted((runs / "paper_variants").iterdir())
+    assert len(run_dirs) == 2, run_dirs
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in run_dirs]
+    assert manifests[0]["run_id"] != manifests[1]["run_id"]
+    seeds = [m["config"]["seed"] for m in manifests]
+    assert seeds[0] != seeds[1] and 2024 not in seeds  # not the config's own seed either
+    values = [pq.read_table(d / "rounds.parquet", columns=["mean"])["mean"].to_pylist() for d in run_dirs]
+    assert values[0] != values[1]  # different draws, not the same replicate twice
 
 
 def test_shipped_schedule_is_registered_and_paused(deployed: dict[str, str]) -> None:
