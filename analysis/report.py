@@ -99,6 +99,9 @@ def summary_markdown(run: RunData | PathLike) -> str:
 def _html_table(frame: pd.DataFrame, digits: int = 3) -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
+    whole = [c for c in frame.columns if frame[c].dtype.kind == "f" and frame[c].notna().any()
+             and bool((frame[c].dropna() % 1 == 0).all())]
+    frame = frame.astype({c: "Int64" for c in whole})  # 1997, not 1997.000
     return frame.to_html(index=False, classes="table", border=0, na_rep="",
                          float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 else f"{v:.{digits}f}")
 

@@ -20,7 +20,9 @@ import warnings
 QUIET_ENV = {
     "VLLM_LOGGING_LEVEL": "ERROR",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
-    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::PendingDeprecationWarning",
+    # + multiprocessing's resource tracker at vLLM's shutdown ("leaked shared_memory objects")
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::PendingDeprecationWarning,"
+                      "ignore:resource_tracker:UserWarning",
     "TRANSFORMERS_VERBOSITY": "error",
 }
 #: Packages whose UserWarnings are noise for a CLI user (ours are never silenced).
