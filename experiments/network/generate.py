@@ -39,7 +39,10 @@ def canonical(src: np.ndarray, dst: np.ndarray, directed: bool, n: int) -> tuple
     src, dst = src[keep], dst[keep]
     if not directed:
         src, dst = np.minimum(src, dst), np.maximum(src, dst)
-    key = np.unique(src * np.int64(n) + dst)
+    key = src * np.int64(n) + dst
+    key.sort()
+    if key.size:
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
     return key // n, key % n
 
 

@@ -22,12 +22,12 @@ from scipy import special, stats
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.network.opinion_params import OpinionParams
 from crowdlab.experiments.network.peers import PeerView, peer_view, stances
-from crowdlab.experiments.network.run_files import network_in_index
+from crowdlab.experiments.network.run_files import network_graph
 from crowdlab.experiments.scenarios.base import History
 from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
 from crowdlab.experiments.seeding import uniforms
 
-OUTCOMES = ("variance", "bimodality", "assortativity", "changed_share", "neighbours_mean_abs_gap")
+OUTCOMES = ("variance", "bimodality", "assortativity", "changed_share")
 _STANCE = re.compile(r'"?stance"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)')
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _STREAM_INITIAL = 0x0F1
@@ -58,14 +58,25 @@ def bimodality(x: np.ndarray) -> float:
     return float((g * g + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
 
 
-def assortativity(x: np.ndarray, receivers: np.ndarray, senders: np.ndarray) -> float:
-    """Pearson correlation of stances across the network's ties (each tie as read: undirected
-    ties both ways), over ties whose two ends both have a stance."""
-    a, b = x[receivers], x[senders]
+def assortativity(x: np.ndarray, source: np.ndarray, target: np.ndarray, directed: bool = True) -> float:
+    """Pearson correlation of stances across the network's ties, over ties whose two ends both
+    have a stance; an undirected tie counts both ways (the symmetric form, Newman 2003)."""
+    a, b = x[source], x[target]
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+    if ok.sum() < 2:
         return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+    if not ok.all():
+        a, b = a[ok], b[ok]
+    if directed:
+        a = a - a.mean()
+        b = b - b.mean()
+        den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+        return float(np.dot(a, b) / den) if den > 0 else float("nan")
+    mu = (a.sum() + b.sum()) / (2 * a.size)
+    a = a - mu
+    b = b - mu
+    den = np.dot(a, a) + np.dot(b, b)
+    return float(2 * np.dot(a, b) / den) if den > 0 else float("nan")
 
 
 class OpinionScenario:
@@ -169,8 +180,7 @@ class OpinionScenario:
         meaning = {"variance": "population variance of the stances (ddof=0)",
                    "bimodality": "Sarle's bimodality coefficient (> 5/9 suggests two camps)",
                    "assortativity": "Pearson correlation of stances across network ties",
-                   "changed_share": "share of agents whose stance moved by >= change_threshold since last round",
-                   "neighbours_mean_abs_gap": "mean |own stance - in-neighbour's stance| over ties"}
+                   "changed_share": "share of agents whose stance moved by >= change_threshold since last round"}
         return [pa.field(f"outcome_{k}", pa.float64(), metadata={"meaning": meaning[k]}) for k in OUTCOMES]
 
     def settle(self, decisions: pa.Table) -> pa.Table:
@@ -179,11 +189,8 @@ class OpinionScenario:
 
     def settle_in_run(self, ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table) -> pa.Table:
         x = self._values(decisions)
-        index = network_in_index(ctx)
-        receivers = np.repeat(np.arange(index.n), index.in_degree())
-        extra = {"assortativity": assortativity(x, receivers, index.senders)}
-        gap = np.abs(x[receivers] - x[index.senders])
-        extra["neighbours_mean_abs_gap"] = float(np.nanmean(gap)) if np.isfinite(gap).any() else float("nan")
+        graph = network_graph(ctx)
+        extra = {"assortativity": assortativity(x, graph.source, graph.target, graph.directed)}
         if round_ > 1:
             prev = stances(ctx, condition_id, replicate, round_ - 1)
             both = np.isfinite(prev) & np.isfinite(x)
@@ -205,8 +212,7 @@ class OpinionScenario:
             row.update(mean=float(ok.mean()), median=float(np.median(ok)),
                        std=float(ok.std(ddof=1)) if n_valid > 1 else None)
         outcome = {"variance": float(ok.var()) if n_valid else float("nan"), "bimodality": bimodality(ok),
-                   "assortativity": float("nan"), "changed_share": float("nan"),
-                   "neighbours_mean_abs_gap": float("nan"), **extra}
+                   "assortativity": float("nan"), "changed_share": float("nan"), **extra}
         rows = [dict(row, group=0), dict(row, group=-1)]
         for r in rows:
             r.update({f"outcome_{k}": (None if not np.isfinite(v) else v) for k, v in outcome.items()})

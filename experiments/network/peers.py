@@ -32,6 +32,8 @@ class PeerView:
         return np.repeat(np.arange(self.indptr.size - 1), np.diff(self.indptr))
 
     def subset(self, mask: np.ndarray) -> "PeerView":
+        if mask.all():
+            return self
         keep = np.flatnonzero(mask)
         starts, ends = self.indptr[keep], self.indptr[keep + 1]
         lengths = ends - starts

@@ -32,8 +32,11 @@ def write_network(run_dir: str | Path, network: Any, personas: pa.Table, graph: 
     return summary
 
 
+def network_graph(ctx: Any) -> Graph:
+    """The run's edges over positions in the persona table, read once per process."""
+    return ctx._memo("network/graph", lambda: read_graph(ctx.run_dir, ctx.personas["agent_id"].to_numpy()))
+
+
 def network_in_index(ctx: Any) -> InIndex:
     """The run's CSR in-neighbour index (positions in the persona table), built once per process."""
-    def build() -> InIndex:
-        return in_index(read_graph(ctx.run_dir, ctx.personas["agent_id"].to_numpy()))
-    return ctx._memo("network/in_index", build)
+    return ctx._memo("network/in_index", lambda: in_index(network_graph(ctx)))

@@ -59,9 +59,15 @@ def test_polarisation_and_assortativity_measures() -> None:
     assert bimodality(two_camps) > 0.9
     assert bimodality(np.random.default_rng(0).normal(size=20_000)) == pytest.approx(1 / 3, abs=0.02)
     x = np.array([1.0, 1.0, 7.0, 7.0])
-    recv, send = np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2])  # ties inside camps only
-    assert assortativity(x, recv, send) == pytest.approx(1.0)
-    assert assortativity(x, np.array([0, 2, 1, 3]), np.array([2, 0, 3, 1])) == pytest.approx(-1.0)
+    src, dst = np.array([0, 2]), np.array([1, 3])  # ties inside camps only
+    assert assortativity(x, src, dst, directed=False) == pytest.approx(1.0)
+    assert assortativity(x, np.array([0, 1]), np.array([2, 3]), directed=False) == pytest.approx(-1.0)
+    # the undirected form equals the Pearson correlation over both directions of every tie
+    rng = np.random.default_rng(2)
+    y, s, d = rng.normal(size=50), rng.integers(0, 50, 200), rng.integers(0, 50, 200)
+    both = np.corrcoef(np.concatenate([y[s], y[d]]), np.concatenate([y[d], y[s]]))[0, 1]
+    assert assortativity(y, s, d, directed=False) == pytest.approx(both)
+    assert assortativity(y, s, d, directed=True) == pytest.approx(np.corrcoef(y[s], y[d])[0, 1])
 
 
 def _rows(run_dir: Path) -> pa.Table:
