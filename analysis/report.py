@@ -99,9 +99,11 @@ def summary_markdown(run: RunData | PathLike) -> str:
 def _html_table(frame: pd.DataFrame, digits: int = 3) -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
-    whole = [c for c in frame.columns if frame[c].dtype.kind == "f" and frame[c].notna().any()
-             and bool((frame[c].dropna() % 1 == 0).all())]
-    frame = frame.astype({c: "Int64" for c in whole})  # 1997, not 1997.000
+    frame = frame.copy()
+    for i in range(frame.shape[1]):  # 1997, not 1997.000
+        col = frame.iloc[:, i]
+        if col.dtype.kind == "f" and col.notna().any() and bool((col.dropna() % 1 == 0).all()):
+            frame.isetitem(i, col.astype("Int64"))
     return frame.to_html(index=False, classes="table", border=0, na_rep="",
                          float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 else f"{v:.{digits}f}")
 
@@ -234,7 +236,8 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     comparisons, comparison_note = _comparisons(run, conditions)
     figures = [{"title": f.title, "alt": f.alt, "caption": f.caption, "png": figure_to_base64(f.figure)}
                for f in figure_set(run, metrics, matched, breakdowns)]
-    short = short_names([c for c in summary.columns if c in run.factor_columns])
+    short = {f: name for f, name in short_names([c for c in summary.columns if c in run.factor_columns]).items()
+             if name not in summary.columns}  # scenario.p stays itself beside the game's p
     paper = paper_comparison(metrics, run)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
     page = env.get_template("report.html.j2").render(
