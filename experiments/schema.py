@@ -98,3 +98,19 @@ NETWORK_FIELDS: list[pa.Field] = [
 def network_schema(directed: bool) -> pa.Schema:
     """``network.parquet``; the ``directed`` metadata says whether an edge is read one way or both."""
     return pa.schema(NETWORK_FIELDS, metadata={"crowdlab_schema": "network/1", "directed": str(directed).lower()})
+
+
+# Posts agents wrote (``messages/<condition>/replicate-<r>/round-<k>.parquet``): each stored once,
+# read by the sender's out-neighbours next round(s) through the CSR index, never copied per reader.
+MESSAGES_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("condition_id", pa.string(), nullable=False),
+    pa.field("replicate", pa.int32(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False, metadata={"meaning": "1-based round the post was written in"}),
+    pa.field("sender", pa.int64(), nullable=False, metadata={"meaning": "agent id of the author"}),
+    pa.field("text", pa.string(), nullable=False, metadata={"meaning": "the post, capped at the scenario's max_chars"}),
+]
+
+
+def messages_schema() -> pa.Schema:
+    return pa.schema(MESSAGES_FIELDS, metadata={"crowdlab_schema": "messages/1"})

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from scipy import special, stats
 
 from crowdlab.experiments.backends.base import Message
+from crowdlab.experiments.network.messages import write_round
 from crowdlab.experiments.network.opinion_params import OpinionParams
 from crowdlab.experiments.network.peers import PeerView, peer_view, stances
 from crowdlab.experiments.network.run_files import network_graph
@@ -99,7 +100,7 @@ class OpinionScenario:
         return np.zeros(np.asarray(agent_ids).shape[0], np.int32)
 
     def peer_view(self, ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int) -> PeerView:
-        return peer_view(ctx, condition_id, replicate, round_, lo, hi)
+        return peer_view(ctx, condition_id, replicate, round_, lo, hi, self.params.messages)
 
     # -- prompts ------------------------------------------------------------------------
     def _scale(self) -> str:
@@ -183,11 +184,17 @@ class OpinionScenario:
                    "changed_share": "share of agents whose stance moved by >= change_threshold since last round"}
         return [pa.field(f"outcome_{k}", pa.float64(), metadata={"meaning": meaning[k]}) for k in OUTCOMES]
 
+    def settle_columns(self) -> list[str]:
+        """Decision columns settling reads beyond the runner's own: the answer text holds the post."""
+        return ["text"] if self.params.messages is not None else []
+
     def settle(self, decisions: pa.Table) -> pa.Table:
         """Without the run (no network, no previous round): distribution outcomes only."""
         return self._outcome(self._values(decisions), {})
 
     def settle_in_run(self, ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table) -> pa.Table:
+        if self.params.messages is not None:  # stored before the round counts as settled
+            write_round(ctx, condition_id, replicate, round_, decisions, self.params.messages.max_chars)
         x = self._values(decisions)
         graph = network_graph(ctx)
         extra = {"assortativity": assortativity(x, graph.source, graph.target, graph.directed)}

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from crowdlab.experiments.network.messages import inbox
 from crowdlab.experiments.network.run_files import network_in_index
 from crowdlab.experiments.storage import decision_path
 
@@ -57,11 +58,15 @@ def stances(ctx: Any, condition_id: str, replicate: int, round_: int) -> np.ndar
     return ctx._memo(f"network/stances/{condition_id}/{replicate}/{round_}", build)
 
 
-def peer_view(ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int) -> PeerView:
-    """The in-neighbours of agents ``lo:hi`` with their stances in round ``round_ - 1``."""
+def peer_view(ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,
+              messages: Any = None) -> PeerView:
+    """The in-neighbours of agents ``lo:hi`` with their stances in round ``round_ - 1`` (and,
+    with ``messages`` settings, the posts each reads)."""
     index = network_in_index(ctx)
     a, b = index.indptr[lo], index.indptr[hi]
     senders = index.senders[a:b]
+    indptr = index.indptr[lo:hi + 1] - a
     values = stances(ctx, condition_id, replicate, round_ - 1)[senders] if round_ > 1 else np.full(senders.size, np.nan)
-    return PeerView(index.indptr[lo:hi + 1] - a, senders, index.weights[a:b], values)
+    box = inbox(ctx, messages, condition_id, replicate, round_, lo, hi, indptr, senders) if messages is not None else None
+    return PeerView(indptr, senders, index.weights[a:b], values, box)
 

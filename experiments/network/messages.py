@@ -1,0 +1,154 @@
+"""Posts on the network: written once per round into ``messages/`` (at settlement, before the
+round's outcome, so a settled round always has its posts), read next round by each agent through
+the CSR in-neighbour index, at most ``k`` per agent with a count of the rest.
+
+Selection is vectorised over all (reader, post) pairs of a shard: ``recent`` keeps the newest
+rounds first, then the lowest sender ids; ``sample`` keeps a seeded random k (a hash of run seed,
+condition, replicate, round, reader and sender, so it does not depend on the shard layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crowdlab.experiments.schema import messages_schema
+from crowdlab.hashing import combine
+from crowdlab.parquet_io import write_table_atomic
+
+_MESSAGE = r'"message"\s*:\s*"(?P<m>(?:[^"\\]|\\.)*)"'
+_SAMPLE_SALT = 0x3E55
+
+
+def message_path(run_dir: Path, condition_id: str, replicate: int, round_: int) -> Path:
+    return Path(run_dir) / "messages" / condition_id / f"replicate-{replicate}" / f"round-{round_}.parquet"
+
+
+def extract(texts: pa.Array, max_chars: int) -> pa.Array:
+    """The ``message`` field of each answer (null where there is none), unescaped and capped."""
+    found = pc.extract_regex(pc.fill_null(texts, ""), _MESSAGE)
+    raw = pc.struct_field(found, "m")
+    for escaped, plain in (('\\"', '"'), ("\\n", "\n"), ("\\\\", "\\")):
+        raw = pc.replace_substring(raw, escaped, plain)
+    return pc.utf8_slice_codeunits(raw, 0, max_chars)
+
+
+def write_round(ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table,
+                max_chars: int) -> int:
+    """Store the round's posts (rows in agent order); returns how many."""
+    text = extract(decisions["text"], max_chars)
+    keep = pc.and_(pc.is_valid(text), pc.greater(pc.utf8_length(pc.fill_null(text, "")), 0))
+    senders = decisions["agent_id"].filter(keep)
+    n = len(senders)
+    table = pa.Table.from_arrays([
+        pa.array([ctx.run_id] * n, pa.string()), pa.array([condition_id] * n, pa.string()),
+        pa.array(np.full(n, replicate, np.int32)), pa.array(np.full(n, round_, np.int32)),
+        senders.combine_chunks() if isinstance(senders, pa.ChunkedArray) else senders,
+        text.filter(keep).combine_chunks() if isinstance(text, pa.ChunkedArray) else text.filter(keep),
+    ], schema=messages_schema())
+    write_table_atomic(table, message_path(ctx.run_dir, condition_id, replicate, round_))
+    return n
+
+
+@dataclass(frozen=True)
+class RoundPosts:
+    """One round's posts indexed by author position: ``at[p]`` is the row of p's post or -1."""
+
+    round: int
+    at: np.ndarray
+    texts: pa.Array
+
+
+def round_posts(ctx: Any, condition_id: str, replicate: int, round_: int) -> RoundPosts:
+    def build() -> RoundPosts:
+        t = pq.read_table(message_path(ctx.run_dir, condition_id, replicate, round_), columns=["sender", "text"])
+        ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
+        order = np.argsort(ids, kind="stable")
+        pos = order[np.searchsorted(ids[order], t["sender"].to_numpy().astype(np.int64))]
+        at = np.full(ids.size, -1, np.int64)
+        at[pos] = np.arange(t.num_rows)
+        return RoundPosts(round_, at, t["text"].combine_chunks())
+    return ctx._memo(f"network/posts/{condition_id}/{replicate}/{round_}", build)
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """The posts each agent of a batch reads: agent i's are ``indptr[i]:indptr[i+1]`` (at most
+    k, in display order); ``more[i]`` counts the posts it could have read but is not shown."""
+
+    indptr: np.ndarray
+    senders: np.ndarray  # agent ids
+    rounds: np.ndarray
+    texts: pa.Array
+    more: np.ndarray
+
+    def lines(self, i: int) -> list[str]:
+        a, b = int(self.indptr[i]), int(self.indptr[i + 1])
+        if a == b:
+            return []
+        shown = b - a
+        head = f"Posts from people you follow ({shown} of {shown + int(self.more[i])}):"
+        body = [f"- agent {int(s)} (round {int(r)}): {t}"
+                for s, r, t in zip(self.senders[a:b], self.rounds[a:b], self.texts.slice(a, b - a).to_pylist())]
+        tail = [f"({int(self.more[i])} more posts not shown)"] if self.more[i] else []
+        return [head, *body, *tail]
+
+    def subset(self, mask: np.ndarray) -> "Inbox":
+        if mask.all():
+            return self
+        keep = np.flatnonzero(mask)
+        lengths = self.indptr[keep + 1] - self.indptr[keep]
+        idx = np.repeat(self.indptr[keep] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
+            + np.arange(lengths.sum())
+        return Inbox(np.concatenate([[0], np.cumsum(lengths)]), self.senders[idx], self.rounds[idx],
+                     self.texts.take(pa.array(idx)), self.more[keep])
+
+
+def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,
+          indptr: np.ndarray, senders: np.ndarray) -> Inbox:
+    """Posts of the in-neighbours (``indptr``/``senders``: the batch's CSR slice, positions) from
+    the last ``settings.window`` rounds, at most ``settings.k`` per reader."""
+    n = hi - lo
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    parts = []
+    for k in range(round_ - 1, max(0, round_ - 1 - settings.window), -1):  # newest round first
+        posts = round_posts(ctx, condition_id, replicate, k)
+        at = posts.at[senders]
+        has = at >= 0
+        parts.append((rows[has], senders[has], np.full(int(has.sum()), k, np.int32), at[has], posts))
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Inbox(np.zeros(n + 1, np.int64), empty, np.zeros(0, np.int32), pa.array([], pa.string()), np.zeros(n, np.int64))
+    r = np.concatenate([p[0] for p in parts])
+    s = np.concatenate([p[1] for p in parts])
+    rnd = np.concatenate([p[2] for p in parts])
+    ref = np.concatenate([p[3] for p in parts])
+    part = np.concatenate([np.full(p[0].size, j, np.int32) for j, p in enumerate(parts)])
+    ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
+    if settings.select == "sample":
+        cond = ctx.conditions[condition_id].index
+        h = combine(ctx.config.seed, cond, replicate, round_, ids[lo + r], ids[s], rnd, salt=_SAMPLE_SALT)
+        order = np.lexsort((h, r))
+    elif len(parts) == 1:
+        order = np.arange(r.size)  # one round, CSR already sorted by reader then sender
+    else:
+        order = np.lexsort((s, -rnd.astype(np.int64), r))
+    r, s, rnd, ref, part = r[order], s[order], rnd[order], ref[order], part[order]
+    total = np.bincount(r, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(total)[:-1]])
+    rank = np.arange(r.size) - starts[r]
+    keep = rank < settings.k
+    r, s, rnd, ref, part = r[keep], s[keep], rnd[keep], ref[keep], part[keep]
+    shown = np.bincount(r, minlength=n)
+    texts = [parts[j][4].texts.take(pa.array(ref[part == j])) for j in range(len(parts))]
+    if len(parts) == 1:
+        text = texts[0]
+    else:  # back into display order across rounds
+        text = pa.concat_arrays(texts).take(pa.array(np.argsort(np.argsort(part, kind="stable"), kind="stable")))
+    return Inbox(np.concatenate([[0], np.cumsum(shown)]), ids[s], rnd, text, total - shown)
