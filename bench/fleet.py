@@ -20,7 +20,7 @@ CPU per decision and its peak RSS. Then orchestration overhead: per-shard cost o
 compute + write with a zero-latency engine and 10,000-agent shards.
 
 Usage: .venv/bin/python bench/fleet.py [--agents 10000000] [--engines 32 128 256]
-       [--throughput 430] [--shard-size 2000] [--engines-per-actor 16] [--time-scale auto]
+       [--throughput 430] [--shard-size 2000] [--engines-per-actor 64] [--time-scale auto]
        [--quick]   # --quick: 1M agents
 Targets: efficiency >= 0.9 at every size up to 256 engines; overhead < 1 % of a shard's time.
 """
@@ -121,8 +121,10 @@ def fleet(args: argparse.Namespace, personas: Path, runs: Path) -> None:
               f"{1e6 * out['cpu'] / n:.1f} us CPU/decision, peak RSS {out['rss'] / 2**30:.2f} GiB; load {load:.1f}",
               flush=True)
         d = manifest["dispatch"].get("driver_s", {})
+        settle = d.get("settle_s", 0.0)
         print(f"      driver: Parquet writes {d.get('write_s', 0):.1f} s (writer thread), inputs {d.get('inputs_s', 0):.1f} s, "
-              f"settle barrier {d.get('settle_s', 0):.1f} s, waiting on writes {d.get('wait_s', 0):.1f} s (wall)", flush=True)
+              f"settle barrier {settle:.1f} s, waiting on writes {d.get('wait_s', 0):.1f} s (wall); efficiency "
+              f"without the settle barrier {ideal / (working - settle * scale):.3f}", flush=True)
         shutil.rmtree(runs / "bench_fleet" / f"e{engines}", ignore_errors=True)
 
 
@@ -150,7 +152,7 @@ def main() -> None:
     ap.add_argument("--throughput", type=float, default=430.0, help="assumed decisions/s of one engine")
     ap.add_argument("--fixed-latency", type=float, default=0.05, help="seconds per batch on top of n/throughput")
     ap.add_argument("--shard-size", type=int, default=2000)
-    ap.add_argument("--engines-per-actor", type=int, default=16, help="simulated engines in one actor process")
+    ap.add_argument("--engines-per-actor", type=int, default=64, help="simulated engines in one actor process")
     ap.add_argument("--time-scale", default="auto", help="divide every sleep by this; auto: largest fleet / fleet")
     ap.add_argument("--overhead-shards", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="1M agents instead of --agents")
