@@ -20,6 +20,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
 @app.command("pull")
 def pull_command(
     name: str = typer.Argument(..., help=f"Model name: {', '.join(sorted(MODELS))}."),
@@ -29,8 +34,11 @@ def pull_command(
     try:
         result = pull(name, root)
     except ModelError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        _fail(str(exc))
+        return
+    except OSError as exc:  # a read-only or full disk: the user must change the folder
+        _fail(f"{root}: cannot write the model there ({exc})")
+        return
     if not result.converted:
         console.print(f"{name}: already in {result.path}", highlight=False)
         return

@@ -101,3 +101,13 @@ def test_unfinished_folder_is_not_taken_for_a_model(tmp_path: Path) -> None:
     (tmp_path / SPEC.folder).mkdir()
     with pytest.raises(ModelError, match="has no provenance.json"):
         pull("smollm2", tmp_path)
+
+
+def test_cli_root_that_cannot_be_a_folder_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = subprocess.run([str(VENV_BIN / "crowdlab"), "models", "pull", "smollm2", "--root", str(blocker / "m")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {blocker / 'm'}: cannot write the model there"), done.stderr

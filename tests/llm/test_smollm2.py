@@ -1,0 +1,112 @@
+"""End to end on the real instruct model (SmolLM2-135M-Instruct through vllm on the CPU).
+
+The model is pulled through the project's own code into data/models/ (once per clone: `make test`
+depends on it). The run happens in a subprocess: the session's tiny-model engine lives in this
+process (tests/conftest.py), and one small script there runs the experiment, then its first
+round again, on one warm engine. What the model chooses is never asserted: only that every answer is a well-formed
+answer of the scenario's schema, that nothing was cut off, and that the same seeds give the same
+answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from crowdlab.models import pull
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+N_AGENTS, ROUNDS, REASONING_CHARS = 40, 2, 60
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The converted model folder (a no-op when `make test` has pulled it already)."""
+    return pull("smollm2", REPO / "data" / "models").path
+
+
+def contest(model: Path) -> dict:
+    return {
+        "experiment": "smollm2_contest",
+        "population": {"spec": str(REPO / "data/populations/general_adult.yaml"), "n": N_AGENTS, "seed": 3},
+        # short reasoning, remembered in round 2: the longest answers the scenario allows
+        "scenario": {"kind": "beauty_contest", "p": "2/3", "variant": "P2",
+                     "max_reasoning_chars": REASONING_CHARS, "memory": "reasoning"},
+        "backend": {"kind": "vllm", "model": str(model), "label": "smollm2-135m", "dtype": "bfloat16",
+                    "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.3},
+        "sampling": {"temperature": 1.0, "max_tokens": 128},
+        "rounds": ROUNDS,
+        "shard_size": N_AGENTS,
+        "seed": 7,
+    }
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from crowdlab.experiments import load_config, run
+    from crowdlab.experiments.scenarios import make_scenario
+    config = load_config(sys.argv[1])
+    scenario = make_scenario(config.scenario)
+    out = {"schema": scenario.answer_schema(), "max_answer_tokens": scenario.max_answer_tokens(), "runs": []}
+    out["runs"].append(str(run(config, run_id="first", runs_root=sys.argv[2]).run_dir))
+    # the same seeds again on the warm engine; round 1 is enough (round 2 follows from it)
+    again = load_config(sys.argv[1], {"rounds": 1})
+    out["runs"].append(str(run(again, run_id="again", runs_root=sys.argv[2]).run_dir))
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def two_runs(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("smollm2")
+    config = folder / "contest.yaml"
+    config.write_text(yaml.safe_dump(contest(smollm2)))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(config), str(folder / "runs")], env=env,
+                          capture_output=True, text=True, timeout=840)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def decisions(run_dir: str):
+    table = ds.dataset(Path(run_dir) / "decisions", format="parquet").to_table()
+    return table.sort_by([("round", "ascending"), ("agent_id", "ascending")]).to_pylist()
+
+
+def test_every_answer_parses_against_the_schema(two_runs: dict) -> None:
+    import jsonschema
+
+    rows = decisions(two_runs["runs"][0])
+    assert len(rows) == N_AGENTS * ROUNDS
+    assert {(r["round"], r["agent_id"]) for r in rows} == {(k, a) for k in (1, 2) for a in range(N_AGENTS)}
+    assert two_runs["max_answer_tokens"] <= contest(Path("m"))["sampling"]["max_tokens"]
+    for row in rows:
+        assert row["valid"] and row["error"] is None, row
+        answer = json.loads(row["text"])
+        jsonschema.validate(answer, two_runs["schema"])
+        assert answer["guess"] == row["value"]
+        assert len(answer["reasoning"]) <= REASONING_CHARS
+        assert 0 < row["output_tokens"] <= two_runs["max_answer_tokens"]  # closed within its bound
+    assert all(re.fullmatch(r"\{.*\}", r["text"]) for r in rows)  # compact JSON, nothing around it
+
+
+def test_same_seeds_reproduce_the_same_answers(two_runs: dict) -> None:
+    first, again = (decisions(run_dir) for run_dir in two_runs["runs"])
+    first = [r for r in first if r["round"] == 1]
+    assert len(again) == len(first) == N_AGENTS
+    assert [(r["agent_id"], r["seed"], r["text"]) for r in first] == \
+           [(r["agent_id"], r["seed"], r["text"]) for r in again]
+    # seeded sampling at temperature 1, not one canned answer
+    assert len({r["text"] for r in first}) > N_AGENTS // 2
