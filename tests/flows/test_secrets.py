@@ -129,3 +129,23 @@ def test_key_shaped_values_are_refused(value: str) -> None:
     with pytest.raises(ValidationError) as err:
         OpenAIBackendConfig(model="m", base_urls=["http://x/v1"], api_key_env=value)
     assert value not in str(err.value.errors()[0]["msg"])
+
+
+def test_failures_against_a_url_with_credentials_never_show_them(caplog: pytest.LogCaptureFixture) -> None:
+    """Error rows (stored in the decisions' error column), warnings and httpx's own request log."""
+    import logging
+
+    import numpy as np
+
+    from crowdlab.experiments.backends.base import RequestBatch
+    from crowdlab.experiments.backends.openai_compat import OpenAIBackendConfig
+
+    backend = OpenAIBackendConfig(model="m", base_urls=[f"http://user:{KEY}@127.0.0.1:9/v1"], max_retries=1,
+                                  backoff_initial_s=0.01, extra_body={"token": KEY}).build()
+    batch = RequestBatch(agent_ids=np.arange(3), seeds=np.arange(3),
+                         messages=[[{"role": "user", "content": "hi"}]] * 3)
+    with caplog.at_level(logging.DEBUG):
+        out = backend.generate(batch)
+    assert all(e and "127.0.0.1:9" in e for e in out.errors)
+    assert KEY not in json.dumps(out.errors) and KEY not in caplog.text
+    assert KEY not in json.dumps(backend.describe())
