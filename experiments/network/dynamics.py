@@ -86,6 +86,10 @@ class OpinionDynamicsBackend:
         if self.config.noise_sd > 0 and ctx["round"] > 1:
             u = np.clip(uniforms(batch.seeds, _STREAM_NOISE), 1e-12, 1 - 1e-12)
             x = x + self.config.noise_sd * special.ndtri(u)
+        iv, peers = ctx.get("intervention"), ctx.get("peers")
+        if iv is not None and iv.stance is not None and ctx["round"] >= iv.round and peers is not None \
+                and peers.seeded is not None:
+            x = np.where(peers.seeded, iv.stance, x)  # committed agents hold the injected stance
         x = np.round(np.clip(x, ctx["low"], ctx["high"]), 6)
         stance = pc.cast(pa.array(x), pa.string())
         if ctx.get("messages"):

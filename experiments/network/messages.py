@@ -40,9 +40,13 @@ def extract(texts: pa.Array, max_chars: int) -> pa.Array:
 
 
 def write_round(ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table,
-                max_chars: int) -> int:
-    """Store the round's posts (rows in agent order); returns how many."""
+                max_chars: int, injected: tuple[np.ndarray, str] | None = None) -> int:
+    """Store the round's posts (rows in agent order); returns how many. ``injected``: (mask over
+    agents, text) of an intervention, whose agents post that text instead of their own."""
     text = extract(decisions["text"], max_chars)
+    if injected is not None:
+        mask, message = injected
+        text = pc.if_else(pa.array(mask), pa.scalar(message[:max_chars], pa.string()), text)
     keep = pc.and_(pc.is_valid(text), pc.greater(pc.utf8_length(pc.fill_null(text, "")), 0))
     senders = decisions["agent_id"].filter(keep)
     n = len(senders)

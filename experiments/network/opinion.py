@@ -20,15 +20,16 @@ import pyarrow.compute as pc
 from scipy import special, stats
 
 from crowdlab.experiments.backends.base import Message
+from crowdlab.experiments.network.intervention import seeders
 from crowdlab.experiments.network.messages import write_round
 from crowdlab.experiments.network.opinion_params import OpinionParams
 from crowdlab.experiments.network.peers import PeerView, peer_view, stances
-from crowdlab.experiments.network.run_files import network_graph
+from crowdlab.experiments.network.run_files import network_graph, network_in_index
 from crowdlab.experiments.scenarios.base import History
 from crowdlab.experiments.schema import ROUND_OUTCOME_SCHEMA
 from crowdlab.experiments.seeding import uniforms
 
-OUTCOMES = ("variance", "bimodality", "assortativity", "changed_share")
+OUTCOMES = ("variance", "bimodality", "assortativity", "changed_share", "exposed_share", "toward_share")
 _STANCE = re.compile(r'"?stance"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)')
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _STREAM_INITIAL = 0x0F1
@@ -100,7 +101,7 @@ class OpinionScenario:
         return np.zeros(np.asarray(agent_ids).shape[0], np.int32)
 
     def peer_view(self, ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int) -> PeerView:
-        return peer_view(ctx, condition_id, replicate, round_, lo, hi, self.params.messages)
+        return peer_view(ctx, condition_id, replicate, round_, lo, hi, self.params.messages, self.params.intervention)
 
     # -- prompts ------------------------------------------------------------------------
     def _scale(self) -> str:
@@ -146,6 +147,7 @@ class OpinionScenario:
         own = history.own_values[:, -1] if history.own_values.shape[1] else np.full(groups.shape[0], np.nan)
         return {"scenario": "opinion", "round": history.round, "low": self.params.low, "high": self.params.high,
                 "initial": self.params, "own_last": own, "peers": history.peers,
+                "intervention": self.params.intervention,
                 "messages": self.params.messages is not None}
 
     # -- answers ------------------------------------------------------------------------
@@ -181,7 +183,11 @@ class OpinionScenario:
         meaning = {"variance": "population variance of the stances (ddof=0)",
                    "bimodality": "Sarle's bimodality coefficient (> 5/9 suggests two camps)",
                    "assortativity": "Pearson correlation of stances across network ties",
-                   "changed_share": "share of agents whose stance moved by >= change_threshold since last round"}
+                   "changed_share": "share of agents whose stance moved by >= change_threshold since last round",
+                   "exposed_share": "intervention: share of the other agents with a seeder among their in-neighbours "
+                                    "while the injected post is readable (0 outside; null without intervention)",
+                   "toward_share": "intervention with a stance: share of the other agents at least change_threshold "
+                                   "closer to it than in the round before it"}
         return [pa.field(f"outcome_{k}", pa.float64(), metadata={"meaning": meaning[k]}) for k in OUTCOMES]
 
     def settle_columns(self) -> list[str]:
@@ -193,17 +199,44 @@ class OpinionScenario:
         return self._outcome(self._values(decisions), {})
 
     def settle_in_run(self, ctx: Any, condition_id: str, replicate: int, round_: int, decisions: pa.Table) -> pa.Table:
+        iv = self.params.intervention
+        seeded = seeders(ctx, condition_id, iv) if iv is not None else None
         if self.params.messages is not None:  # stored before the round counts as settled
-            write_round(ctx, condition_id, replicate, round_, decisions, self.params.messages.max_chars)
+            injected = (seeded, iv.message) if iv is not None and round_ == iv.round else None
+            write_round(ctx, condition_id, replicate, round_, decisions, self.params.messages.max_chars, injected)
         x = self._values(decisions)
         graph = network_graph(ctx)
         extra = {"assortativity": assortativity(x, graph.source, graph.target, graph.directed)}
+        if iv is not None:
+            extra.update(self._reach(ctx, condition_id, replicate, round_, x, seeded))
         if round_ > 1:
             prev = stances(ctx, condition_id, replicate, round_ - 1)
             both = np.isfinite(prev) & np.isfinite(x)
             extra["changed_share"] = float(np.mean(np.abs(x[both] - prev[both]) >= self.params.change_threshold)) \
                 if both.any() else float("nan")
         return self._outcome(x, extra)
+
+    def _reach(self, ctx: Any, condition_id: str, replicate: int, round_: int, x: np.ndarray,
+               seeded: np.ndarray) -> dict[str, float]:
+        """Diffusion of the intervention among the other agents: the share who could read the
+        injected post this round (an in-neighbour among the seeders, within the posts' window;
+        the k cap aside), and with a seeded stance the share now at least ``change_threshold``
+        closer to it than before the intervention."""
+        iv = self.params.intervention
+        window = self.params.messages.window if self.params.messages is not None else 1
+        others = ~seeded
+        out = {"exposed_share": 0.0, "toward_share": float("nan")}
+        if iv.round < round_ <= iv.round + window:
+            index = network_in_index(ctx)
+            hits = np.bincount(np.repeat(np.arange(index.n), index.in_degree()), seeded[index.senders].astype(float),
+                               minlength=index.n)
+            out["exposed_share"] = float(np.mean(hits[others] > 0))
+        if iv.stance is not None and round_ >= iv.round and iv.round > 1:
+            before = stances(ctx, condition_id, replicate, iv.round - 1)
+            ok = others & np.isfinite(before) & np.isfinite(x)
+            closer = np.abs(before[ok] - iv.stance) - np.abs(x[ok] - iv.stance)
+            out["toward_share"] = float(np.mean(closer >= self.params.change_threshold)) if ok.any() else float("nan")
+        return out
 
     @staticmethod
     def _values(decisions: pa.Table) -> np.ndarray:
@@ -219,7 +252,8 @@ class OpinionScenario:
             row.update(mean=float(ok.mean()), median=float(np.median(ok)),
                        std=float(ok.std(ddof=1)) if n_valid > 1 else None)
         outcome = {"variance": float(ok.var()) if n_valid else float("nan"), "bimodality": bimodality(ok),
-                   "assortativity": float("nan"), "changed_share": float("nan"), **extra}
+                   "assortativity": float("nan"), "changed_share": float("nan"), "exposed_share": float("nan"),
+                   "toward_share": float("nan"), **extra}
         rows = [dict(row, group=0), dict(row, group=-1)]
         for r in rows:
             r.update({f"outcome_{k}": (None if not np.isfinite(v) else v) for k, v in outcome.items()})

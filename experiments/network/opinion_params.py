@@ -45,6 +45,30 @@ class MessageSettings(BaseModel):
         return self
 
 
+class Intervention(BaseModel):
+    """At ``round``, a chosen set of agents (the ``share`` with most listeners, or a seeded random
+    ``share``) posts ``message`` in place of its own; with ``stance`` they also hold that stance
+    from then on (committed agents). A design factor: ``scenario.intervention: [null, {...}]``
+    runs control and treatment as conditions of one experiment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(2, description="round the message is posted in (read from the next round)")
+    seeders: Literal["top_degree", "random"] = "top_degree"
+    share: float = Field(0.01, description="share of agents who post it")
+    message: str = "Raising the minimum wage lifts millions out of poverty."
+    stance: float | None = Field(None, description="stance the seeders hold from `round` on (none: their own)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "Intervention":
+        if self.round < 1:
+            raise ValueError(f"round: must be >= 1, got {self.round}")
+        if not 0 < self.share <= 1:
+            raise ValueError(f"share: must lie in (0, 1], got {self.share}")
+        return self
+
+
 class OpinionParams(BaseModel):
     """A policy question answered on a scale each round, after reading the network's stances
     (and posts, with ``messages``)."""
@@ -61,9 +85,13 @@ class OpinionParams(BaseModel):
     initial: InitialStance = Field(default_factory=InitialStance)
     change_threshold: float = Field(0.5, gt=0, description="a stance moved by at least this much has changed")
     messages: MessageSettings | None = None
+    intervention: Intervention | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "OpinionParams":
         if self.low >= self.high:
             raise ValueError(f"low: must be below high ({self.high}), got {self.low}")
+        iv = self.intervention
+        if iv is not None and iv.stance is not None and not self.low <= iv.stance <= self.high:
+            raise ValueError(f"intervention.stance: must lie in [{self.low:g}, {self.high:g}], got {iv.stance}")
         return self

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from crowdlab.experiments.network.intervention import seeders
 from crowdlab.experiments.network.messages import inbox
 from crowdlab.experiments.network.run_files import network_in_index
 from crowdlab.experiments.storage import decision_path
@@ -27,6 +28,7 @@ class PeerView:
     weights: np.ndarray
     values: np.ndarray
     messages: Any = None  # messages.Inbox or None
+    seeded: np.ndarray | None = None  # intervention: which agents of the batch are its seeders
 
     def rows(self) -> np.ndarray:
         """The batch row of every entry."""
@@ -41,7 +43,8 @@ class PeerView:
         idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         inbox = self.messages.subset(mask) if self.messages is not None else None
-        return PeerView(indptr, self.senders[idx], self.weights[idx], self.values[idx], inbox)
+        seeded = self.seeded[keep] if self.seeded is not None else None
+        return PeerView(indptr, self.senders[idx], self.weights[idx], self.values[idx], inbox, seeded)
 
 
 def stances(ctx: Any, condition_id: str, replicate: int, round_: int) -> np.ndarray:
@@ -59,7 +62,7 @@ def stances(ctx: Any, condition_id: str, replicate: int, round_: int) -> np.ndar
 
 
 def peer_view(ctx: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,
-              messages: Any = None) -> PeerView:
+              messages: Any = None, intervention: Any = None) -> PeerView:
     """The in-neighbours of agents ``lo:hi`` with their stances in round ``round_ - 1`` (and,
     with ``messages`` settings, the posts each reads)."""
     index = network_in_index(ctx)
@@ -68,5 +71,6 @@ def peer_view(ctx: Any, condition_id: str, replicate: int, round_: int, lo: int,
     indptr = index.indptr[lo:hi + 1] - a
     values = stances(ctx, condition_id, replicate, round_ - 1)[senders] if round_ > 1 else np.full(senders.size, np.nan)
     box = inbox(ctx, messages, condition_id, replicate, round_, lo, hi, indptr, senders) if messages is not None else None
-    return PeerView(indptr, senders, index.weights[a:b], values, box)
+    seeded = seeders(ctx, condition_id, intervention)[lo:hi] if intervention is not None else None
+    return PeerView(indptr, senders, index.weights[a:b], values, box, seeded)
 

@@ -124,8 +124,8 @@ if where == "shard":  # after the second shard file of round 2: a round half wri
     shard_step.write_shard = write_shard
 else:  # after round 2's posts, before its outcome: a settlement cut short
     write_round = messages.write_round
-    def killer(ctx, cid, rep, rnd, decisions, cap):
-        n = write_round(ctx, cid, rep, rnd, decisions, cap)
+    def killer(ctx, cid, rep, rnd, *args):
+        n = write_round(ctx, cid, rep, rnd, *args)
         if rnd == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return n
