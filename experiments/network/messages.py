@@ -34,8 +34,9 @@ def extract(texts: pa.Array, max_chars: int) -> pa.Array:
     """The ``message`` field of each answer (null where there is none), unescaped and capped."""
     found = pc.extract_regex(pc.fill_null(texts, ""), _MESSAGE)
     raw = pc.struct_field(found, "m")
-    for escaped, plain in (('\\"', '"'), ("\\n", "\n"), ("\\\\", "\\")):
-        raw = pc.replace_substring(raw, escaped, plain)
+    if pc.any(pc.match_substring(raw, "\\")).as_py():  # JSON escapes: only when some post has one
+        for escaped, plain in (('\\"', '"'), ("\\n", "\n"), ("\\\\", "\\")):
+            raw = pc.replace_substring(raw, escaped, plain)
     return pc.utf8_slice_codeunits(raw, 0, max_chars)
 
 
