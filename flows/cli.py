@@ -16,6 +16,7 @@ from rich.table import Table
 from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
+from crowdlab.flows.cli_plan import check_run_limits, plan_command
 from crowdlab.flows.cli_report import narrow_table, print_conditions, report
 from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
@@ -34,6 +35,7 @@ app = typer.Typer(
 app.add_typer(personas_app, name="personas")
 app.add_typer(models_app, name="models")
 app.command("report")(report)
+app.command("plan")(plan_command)
 # The terminal's width, or $COLUMNS, or 80 when piped (CI logs, `make demo | tee`): the round table
 # is narrow enough for 80 columns.
 console = Console()
@@ -166,6 +168,12 @@ def run_command(
     fresh_seed: bool = typer.Option(
         False, "--fresh-seed", help="Start a new, independent replicate: a new run id (replicate-<UTC time> "
                                     "unless --run-id) and a run seed derived from it."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse to start when `crowdlab plan` costs more "
+                                             "(with --price-gpu-hour or --price-per-mtok)."),
+    max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Refuse to start above this many LLM calls."),
+    price_gpu_hour: Optional[float] = typer.Option(None, "--price-gpu-hour", help="Price of one engine GPU-hour (for --max-cost)."),
+    price_per_mtok: Optional[float] = typer.Option(None, "--price-per-mtok", help="Price per million tokens (for --max-cost)."),
+    throughput: Optional[Path] = typer.Option(None, "--throughput", help="Throughput table (YAML) for --max-cost."),
 ) -> None:
     """Run (or resume) an experiment and print its round table."""
     # Under Prefect the flow writes the report and links it as an artifact of the run.
@@ -174,6 +182,7 @@ def run_command(
         from crowdlab.experiments.config import fresh_replicate
 
         run_id, overrides = fresh_replicate(run_id, overrides)
+    check_run_limits(config, overrides, runs_root, max_cost, max_calls, price_gpu_hour, price_per_mtok, throughput)
     run_dir, written = _run(config, run_id, runs_root, overwrite, overrides, prefect, verbose, report_)
     if report_:
         from crowdlab.analysis import write_report

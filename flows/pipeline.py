@@ -43,6 +43,18 @@ def prepare_task(config: dict[str, Any], run_id: str | None, runs_root: str, ove
     return experiments.prepare_run(config, run_id=run_id, runs_root=runs_root, overwrite=overwrite)
 
 
+@task(name="plan-run", cache_policy=NO_CACHE)
+def plan_task(config: dict[str, Any], runs_root: str) -> str | None:
+    """The run's plan as Markdown (``crowdlab plan``); None, with a warning, when it cannot be made."""
+    from crowdlab.experiments.plan import make_plan, plan_markdown
+
+    try:
+        return plan_markdown(make_plan(experiments.validate_config(config), runs_root))
+    except Exception as exc:  # noqa: BLE001 - a plan that cannot be made must not stop the run
+        get_run_logger().warning("no plan for this run: %s", exc)
+        return None
+
+
 @task(name="run-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_unless_user_error, task_run_name="{condition_id}-rep{replicate}-round{round_}-shard{shard}")
 def shard_task(run_dir: str, condition_id: str, replicate: int, round_: int, shard: int) -> experiments.ShardSummary:
@@ -172,7 +184,11 @@ def experiment_flow(config_path: str = "experiments/configs/demo.yaml", run_id: 
     if fresh_seed:  # the same rule as `crowdlab run --fresh-seed`
         run_id, overrides = fresh_replicate(run_id, overrides)
     config = experiments.load_config(config_path, overrides).model_dump(mode="json")
+    plan = plan_task(config, runs_root)  # before anything runs; the run's first artifact
     handle = prepare_task(config, run_id, runs_root, overwrite)
+    if plan:
+        create_markdown_artifact(key=_artifact_key(handle.experiment, handle.run_id, "plan"), markdown=plan,
+                                 description=f"Plan of run {handle.run_id}: calls, tokens, wall time")
     try:
         return _play(handle, config, report, run_logger)
     except BaseException as exc:

@@ -1,0 +1,149 @@
+"""`crowdlab plan`: calls per stage, tokens with the model's own tokenizer, shared prefix, wall
+time from measured throughput or a table, cost, limits; bad input is one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from crowdlab.experiments import load_config, run, validate_config
+from crowdlab.experiments.plan import (
+    ThroughputTable, check_limits, common_prefix, make_plan, measured_throughput, plan_markdown, Price,
+)
+from crowdlab.experiments.errors import ConfigError
+
+CROWDLAB = [sys.executable, "-m", "crowdlab.flows.cli"]
+
+
+def _config(personas: Path, backend: dict, **extra) -> dict:
+    return {"experiment": "plantest", "population": {"personas": str(personas)},
+            "scenario": {"kind": "beauty_contest", "p": "2/3", "variant": "P1"},
+            "backend": backend, "sampling": {"max_tokens": 32}, "rounds": 2, "shard_size": 200, "seed": 3, **extra}
+
+
+def _llm(tiny_model: Path, tiny_engine_options: dict) -> dict:
+    return {"kind": "vllm", "model": str(tiny_model), **tiny_engine_options}
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CROWDLAB + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_calls_per_stage_without_llm(personas_path: Path, tmp_path: Path) -> None:
+    config = validate_config(_config(personas_path, {"kind": "behavioral"},
+                                     design={"factors": {"scenario.p": [0.5, "2/3"]}, "replicates": 2}))
+    plan = make_plan(config, tmp_path / "runs")
+    (stage,) = plan.stages
+    assert (plan.conditions, plan.replicates, plan.rounds, plan.n_agents) == (2, 2, 2, 600)
+    assert stage.calls == 600 * 2 * 2 * 2 and stage.calls_per_round == 600 * 2 * 2
+    assert not stage.llm and stage.prompt_tokens is None and plan.llm_calls == 0
+    assert plan.notes[0].startswith("no LLM")
+    assert "behavioral (no LLM)" in plan_markdown(plan)
+    assert not (tmp_path / "runs").exists()  # planning writes nothing
+
+
+def test_mixed_models_tokens_prefix_and_table(personas_path: Path, tiny_model: Path, tiny_engine_options: dict,
+                                              tmp_path: Path) -> None:
+    llm = _llm(tiny_model, tiny_engine_options)
+    data = _config(personas_path, None, models=[{"label": "tiny", "backend": llm, "share": 1},
+                                                {"label": "ch", "backend": {"kind": "behavioral"}, "share": 2}])
+    data.pop("backend")
+    config = validate_config(data)
+    table = ThroughputTable.model_validate({"models": {"tiny": {"decisions_per_s": 10, "startup_s": 5}}})
+    plan = make_plan(config, tmp_path / "runs", throughput=table, price=Price(gpu_hour=3.6))
+    tiny = next(s for s in plan.stages if s.model == "tiny")
+    assert tiny.llm and tiny.calls == 200 * 2 and plan.llm_calls == 400
+    # The tokenizer's own count of the rendered chats (P1 prompts are a few hundred tokens).
+    assert 50 < tiny.prompt_tokens_per_call < 2000
+    assert tiny.prompt_tokens == pytest.approx(tiny.prompt_tokens_per_call * tiny.calls, rel=1e-3)
+    assert 0.3 < tiny.shared_prefix_share < 1  # the rules are shared, the agent's own part is not
+    assert tiny.output_tokens_source.startswith("cap") and tiny.output_tokens_cap <= 32
+    assert tiny.wall_s == pytest.approx(5 + 400 / 10, abs=0.1)  # the table: start-up + calls / rate
+    assert tiny.cost == pytest.approx(tiny.wall_s / 3600 * 3.6, rel=1e-3)
+    with pytest.raises(ConfigError, match="max_calls"):
+        check_limits(plan, max_calls=399)
+    with pytest.raises(ConfigError, match="max_cost"):
+        check_limits(plan, max_cost=tiny.cost * 0.9)
+    check_limits(plan, max_cost=tiny.cost * 1.1, max_calls=400)
+    per_tok = make_plan(config, tmp_path / "runs", throughput=table, price=Price(per_mtok=2.0))
+    t2 = next(s for s in per_tok.stages if s.model == "tiny")
+    assert t2.cost == pytest.approx((t2.prompt_tokens + t2.output_tokens) / 1e6 * 2.0, rel=1e-3)
+    # A table without the model is refused.
+    with pytest.raises(ConfigError, match="throughput"):
+        make_plan(config, tmp_path / "runs", throughput=ThroughputTable.model_validate({"models": {}}))
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[7, 8]]) == 2 and common_prefix([]) == 0
+
+
+def test_measured_throughput_matches_only_the_same_backend(personas_path: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    backend = {"kind": "dummy", "latency_s": 0.01}
+    run(_config(personas_path, dict(backend, label="mine")), run_id="a", runs_root=runs)
+    found = measured_throughput(runs, {**backend, "label": "another label"})
+    assert found is not None and found.decisions_per_s > 0 and "plantest/a" in found.source
+    assert measured_throughput(runs, {"kind": "dummy", "latency_s": 0.02}) is None  # another backend
+    manifest = runs / "plantest" / "a" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "status": "failed"}))
+    assert measured_throughput(runs, backend) is None  # only completed runs count
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_estimate_against_a_real_engine_run(personas_path: Path, tiny_model: Path, tiny_engine_options: dict,
+                                            vllm_backend, tmp_path: Path) -> None:
+    """The plan's prompt tokens per call are the engine's own count (within 3 %), and after a
+    run the plan uses its measured output tokens and throughput."""
+    config = validate_config(_config(personas_path, _llm(tiny_model, tiny_engine_options), rounds=2))
+    before = make_plan(config, tmp_path / "runs", sample=64)
+    result = run(config, run_id="r", runs_root=tmp_path / "runs")
+    decisions = ds.dataset(result.run_dir / "decisions", format="parquet").to_table(columns=["input_tokens"])
+    measured = float(np.mean(decisions["input_tokens"].to_numpy()))
+    (stage,) = before.stages
+    assert stage.prompt_tokens_per_call == pytest.approx(measured, rel=0.03)
+    after = make_plan(config, tmp_path / "runs")
+    (stage,) = after.stages
+    assert stage.output_tokens_source == "measured" and stage.wall_s is not None and after.wall_s is not None
+    assert "plantest/r" in stage.throughput_source
+
+
+def test_cli_plan_and_bad_input(personas_path: Path, tiny_model: Path, tiny_engine_options: dict,
+                                tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(personas_path, _llm(tiny_model, tiny_engine_options))))
+    runs = tmp_path / "runs"
+    ok = _cli(["plan", str(config), "--runs-root", str(runs), "--max-calls", "1200"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "1,200" in ok.stdout and "no measured throughput" in ok.stdout
+    as_json = json.loads(_cli(["plan", str(config), "--runs-root", str(runs), "--json"], tmp_path).stdout)
+    assert as_json["llm_calls"] == 1200 and as_json["stages"][0]["prompt_tokens_per_call"] > 0
+    table = tmp_path / "tp.yaml"
+    table.write_text(yaml.safe_dump({"models": {"someone-else": {"decisions_per_s": 3}}}))
+    cases = [
+        (["--price-gpu-hour", "-2"], "error: price_gpu_hour: must be >= 0"),
+        (["--max-calls", "-1"], "error: max_calls: must be >= 0"),
+        (["--throughput", str(table)], "error: throughput: the table has no entry for model"),
+        (["--max-calls", "1199"], "error: max_calls: the plan makes 1,200 LLM calls, above the limit of 1,199"),
+        (["--max-cost", "1"], "error: max_cost: needs a price"),
+        (["--max-cost", "1", "--price-gpu-hour", "2"], "error: max_cost: cannot check the cost"),
+    ]
+    for extra, message in cases:
+        bad = _cli(["plan", str(config), "--runs-root", str(runs), *extra], tmp_path)
+        assert bad.returncode == 2, (extra, bad.stdout, bad.stderr)
+        lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and lines[0].startswith(message), (extra, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    # `crowdlab run` refuses to start above its limits: nothing is written.
+    refused = _cli(["run", str(config), "--no-prefect", "--runs-root", str(runs), "--max-calls", "10"], tmp_path)
+    assert refused.returncode == 2 and "error: max_calls: the plan makes 1,200 LLM calls" in refused.stderr
+    assert not runs.exists()
