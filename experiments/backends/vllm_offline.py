@@ -273,6 +273,9 @@ class VLLMBackend:
         self._engine = None
 
 
+_FAILED = ("abort", "error")
+
+
 def _to_responses(outputs: list[Any], elapsed: float) -> ResponseBatch:
     n = len(outputs)
     texts = [out.outputs[0].text for out in outputs]
@@ -289,12 +292,16 @@ def _to_responses(outputs: list[Any], elapsed: float) -> ResponseBatch:
         "prefix_cache_hit_rate": float(cached.sum()) / prompt_total if prompt_total else 0.0,
         "truncated": float(truncated.sum()),
     }
+    # An aborted or failed request (e.g. a grammar xgrammar could not compile) comes back as an
+    # empty answer: a backend error, not an unparseable answer.
+    errors = [None if out.outputs[0].finish_reason not in _FAILED else
+              f"vllm request ended with finish reason {out.outputs[0].finish_reason!r}" for out in outputs]
     return ResponseBatch(
         texts=texts,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         latency_s=np.full(n, elapsed / n, dtype=np.float64),
-        errors=[None] * n,
+        errors=errors,
         stats=stats,
         truncated=truncated,
     )

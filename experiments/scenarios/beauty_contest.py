@@ -24,6 +24,19 @@ _TIE_TOL = 1e-9
 #: Characters a reasoning string may hold: printable ASCII but the double quote and backslash.
 REASONING_CHARS = r"[ !#-\[\]-~]"
 
+_CHUNK = 20
+
+
+def capped_chars(n: int) -> str:
+    """A regex for 0 to at most ``n`` reasoning characters. Above 20 it is written as up to q
+    blocks of exactly 20 then 0-19 more (``q * 20 + 19 <= n``, so the cap may be up to 19 below
+    ``n``): xgrammar 0.2.8 fails to compile a plain ``{0,200}`` inside a JSON-schema pattern for
+    SmolLM2's vocabulary, and a nested ``({0,20}){0,10}`` takes minutes to compile."""
+    if n < _CHUNK:
+        return f"{REASONING_CHARS}{{0,{n}}}"
+    blocks = (n - (_CHUNK - 1)) // _CHUNK
+    return f"({REASONING_CHARS}{{{_CHUNK}}}){{0,{blocks}}}{REASONING_CHARS}{{0,{_CHUNK - 1}}}"
+
 
 class BeautyContest:
     """Rules, prompts, parsing and settling for one condition's parameters."""
@@ -61,7 +74,7 @@ class BeautyContest:
         props: dict[str, Any] = {}
         if self.params.reasoning:
             n = self.params.max_reasoning_chars
-            props["reasoning"] = {"type": "string", "pattern": f"^{REASONING_CHARS}{{0,{n}}}$"}
+            props["reasoning"] = {"type": "string", "pattern": f"^{capped_chars(n)}$"}
         props["guess"] = guess
         return {"type": "object", "properties": props, "required": list(props),
                 "additionalProperties": False}
@@ -71,7 +84,7 @@ class BeautyContest:
         guess = r'"guess": ?' + digits
         if self.params.reasoning:
             n = self.params.max_reasoning_chars
-            return r'\{"reasoning": ?"' + REASONING_CHARS + "{0," + str(n) + r'}", ?' + guess + r"\}"
+            return r'\{"reasoning": ?"' + capped_chars(n) + r'", ?' + guess + r"\}"
         return r"\{" + guess + r"\}"
 
     def max_answer_tokens(self) -> int:

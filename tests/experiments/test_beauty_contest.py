@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from crowdlab.experiments.scenarios import BeautyContest, BeautyContestParams, History
+from crowdlab.experiments.scenarios.beauty_contest import capped_chars
 
 
 def decisions(values: list[float | None], groups: list[int] | None = None) -> pa.Table:
@@ -96,8 +97,9 @@ def test_answer_schema_puts_reasoning_before_guess() -> None:
     schema = p2.answer_schema()
     assert list(schema["properties"]) == ["reasoning", "guess"]
     pattern = schema["properties"]["reasoning"]["pattern"]
-    assert re.fullmatch(pattern, "^" + "x" * 50 + "$") is None and pattern.endswith("{0,50}$")
     assert re.search(pattern, "mean 50, so 2/3 of it [33] ~ fine") and not re.search(pattern, "x" * 51)
+    lengths = [n for n in range(80) if re.search(pattern, "x" * n)]
+    assert lengths == list(range(len(lengths))) and 50 - 19 <= len(lengths) - 1 <= 50  # 0..k, k <= the cap
     assert not re.search(pattern, 'a "quote"') and not re.search(pattern, "caf\u00e9")  # 1 token >= 1 char
     assert re.fullmatch(p1.answer_regex(), '{"guess": 33.5}')
     assert re.fullmatch(p2.answer_regex(), json.dumps({"reasoning": "mean 50 so 33", "guess": 33}))
@@ -152,8 +154,13 @@ def test_max_answer_tokens_covers_the_longest_answer_one_token_per_character() -
             else {"guess": guess}
         compact = json.dumps(longest, separators=(",", ":"))
         assert len(compact) + 1 <= game.max_answer_tokens()  # + end of text
-        assert re.fullmatch(game.answer_regex(), json.dumps(longest))  # spaced form, same bound
-        assert len(json.dumps(longest)) + 1 <= game.max_answer_tokens()
+        assert len(json.dumps(longest)) + 1 <= game.max_answer_tokens()  # spaced (regex) form
+        if params.reasoning:  # the schema's cap: at most max_reasoning_chars
+            fits = max(k for k in range(params.max_reasoning_chars + 30)
+                       if re.fullmatch(capped_chars(params.max_reasoning_chars), "x" * k))
+            assert fits <= params.max_reasoning_chars
+            longest["reasoning"] = "x" * fits
+        assert re.fullmatch(game.answer_regex(), json.dumps(longest))
     # The shipped default sampling budget covers the default reasoning cap.
     from crowdlab.experiments.config import SamplingConfig
     assert BeautyContest(BeautyContestParams(variant="P2")).max_answer_tokens() <= SamplingConfig().max_tokens
