@@ -158,8 +158,17 @@ def _table_entry(table: ThroughputTable, label: str, backend: dict[str, Any]) ->
     return None
 
 
-def measured_throughput(runs_root: str | Path, backend: dict[str, Any]) -> ModelThroughput | None:
+def model_key(backend: dict[str, Any]) -> str:
+    """A looser identity: the same model on the same kind of backend, whatever its engine options."""
+    return json.dumps({k: backend.get(k) for k in ("kind", "model", "revision")}, sort_keys=True)
+
+
+def measured_throughput(runs_root: str | Path, backend: dict[str, Any], same_options: bool = True
+                        ) -> ModelThroughput | None:
     """Throughput of ``backend`` measured in the completed runs under ``runs_root`` (None if none).
+
+    ``same_options``: only runs whose backend config is the same but for its label; otherwise
+    any run of the same model on the same kind of backend.
 
     Per engine, the shard file written first holds the engine's start-up; the others give the
     steady seconds per decision. Start-up = first shard's seconds minus its decisions at the
@@ -171,7 +180,8 @@ def measured_throughput(runs_root: str | Path, backend: dict[str, Any]) -> Model
     root = Path(runs_root)
     if not root.is_dir():
         return None
-    key = backend_key(backend)
+    ident = backend_key if same_options else model_key
+    key = ident(backend)
     steady_s = steady_n = 0.0
     startups: list[float] = []
     out_tokens = all_n = 0.0
@@ -185,7 +195,7 @@ def measured_throughput(runs_root: str | Path, backend: dict[str, Any]) -> Model
         if manifest.get("status") != "completed":
             continue
         labels = {m["label"] for c in manifest.get("conditions", []) for m in _manifest_models(c)
-                  if backend_key(m["backend"]) == key}
+                  if ident(m["backend"]) == key}
         if not labels:
             continue
         run_dir = manifest_path.parent
@@ -225,7 +235,8 @@ def measured_throughput(runs_root: str | Path, backend: dict[str, Any]) -> Model
         decisions_per_s=steady_n / steady_s, startup_s=float(np.mean(startups)) if startups else 0.0,
         output_tokens_per_call=out_tokens / all_n if out_tokens else None,
         overhead_s_per_shard_round=float(np.mean(overheads)) if overheads else 0.0,
-        source=f"measured in {len(runs)} run(s) under {root}: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}")
+        source=f"measured in {len(runs)} run(s) under {root}{'' if same_options else ' (same model, other engine options)'}: "
+               f"{', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}")
 
 
 def _manifest_models(condition: dict[str, Any]) -> list[dict[str, Any]]:
@@ -448,6 +459,8 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
                                                 f"(key it by the backend's model or the label {label!r})")
         if tp is None and backend["kind"] not in _CHEAP_KINDS:
             tp = measured_throughput(runs_root, backend)
+            if tp is None and a["llm"]:
+                tp = measured_throughput(runs_root, backend, same_options=False)
         if a["llm"]:
             if a["tok"]:
                 stage.prompt_tokens_per_call = round(a["prompt"] / calls, 1) if calls else 0.0

@@ -91,7 +91,9 @@ def test_measured_throughput_matches_only_the_same_backend(personas_path: Path, 
     run(_config(personas_path, dict(backend, label="mine")), run_id="a", runs_root=runs)
     found = measured_throughput(runs, {**backend, "label": "another label"})
     assert found is not None and found.decisions_per_s > 0 and "plantest/a" in found.source
-    assert measured_throughput(runs, {"kind": "dummy", "latency_s": 0.02}) is None  # another backend
+    assert measured_throughput(runs, {"kind": "dummy", "latency_s": 0.02}) is None  # other options
+    loose = measured_throughput(runs, {"kind": "dummy", "latency_s": 0.02}, same_options=False)
+    assert loose is not None and "other engine options" in loose.source  # the same model, though
     manifest = runs / "plantest" / "a" / "manifest.json"
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "status": "failed"}))
