@@ -24,6 +24,9 @@ from crowdlab.analysis.loading import PathLike, RunData, as_run
 from crowdlab.analysis.metrics import convergence, round_metrics
 from crowdlab.analysis.model_fidelity import model_fidelity
 from crowdlab.analysis.facets import short_names
+from crowdlab.analysis.field_plots import field_figure_set
+from crowdlab.analysis.field_report import field_breakdowns, field_sections, human_tables
+from crowdlab.analysis.fields import answer_fields, breakdown_attributes, is_beauty_contest
 from crowdlab.analysis.plots import figure_set, figure_to_base64
 from crowdlab.analysis.reference import field_contests, fidelity, paper_comparison
 from crowdlab.analysis.run_summary import conditions_table, run_summary
@@ -74,8 +77,11 @@ def _markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
 
 
 def summary_markdown(run: RunData | PathLike) -> str:
-    """A short markdown digest of a run: per-round table and the comparison with Nagel (1995)."""
+    """A short markdown digest of a run: per-round table and the comparison with Nagel (1995)
+    (for other games: each answer field per round and the answer-field human data)."""
     run = as_run(run)
+    if not is_beauty_contest(run):
+        return _fields_markdown(run)
     metrics = round_metrics(run)
     parts = [f"# crowdlab run {', '.join(run.run_ids)}", "", "## Rounds (replicates pooled)", "",
              _markdown_table(summary_table(run, metrics))]
@@ -93,6 +99,23 @@ def summary_markdown(run: RunData | PathLike) -> str:
     if not paper.empty:
         parts += ["", "## Against the AgentScope paper", "",
                   _markdown_table(paper.drop(columns=["source"])), "", "Source: " + paper["source"].iloc[0]]
+    return "\n".join(parts) + "\n"
+
+
+def _fields_markdown(run: RunData) -> str:
+    """summary_markdown for a game that is not the beauty contest."""
+    from crowdlab.analysis.fields import field_summary
+
+    parts = [f"# crowdlab run {', '.join(run.run_ids)}"]
+    for af in answer_fields(run, include_text=False):
+        table = field_summary(run, af.name).drop(columns=["field"])
+        parts += ["", f"## {af.name} per round (replicates pooled)", "", _markdown_table(table)]
+    fid, _ = human_tables(run)
+    if not fid.empty:
+        cols = ["condition_id", "round", "field", "dataset", "statistic", "sim", "sim_ci_low", "sim_ci_high",
+                "human", "human_low", "human_high"]
+        parts += ["", "## Against human data", "", _markdown_table(fid[cols]), "",
+                  "Sources: " + "; ".join(sorted(fid["source"].unique()))]
     return "\n".join(parts) + "\n"
 
 
@@ -227,6 +250,8 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     """Write a self-contained HTML report; ``out`` defaults to ``<run folder>/report.html``."""
     run = as_run(run)
     target = Path(out) if out is not None else run.run_dirs[0] / "report.html"
+    if not is_beauty_contest(run):
+        return _write_fields_report(run, target, breakdown_attributes, seed)
     metrics = round_metrics(run)
     fid = fidelity(metrics)
     matched = fid[fid["dataset"].notna()] if "dataset" in fid else fid
@@ -264,6 +289,70 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
         breakdowns=[(attr, _block(table, f"{attr} x condition x round rows", open_rows=12))
                     for attr, table in breakdowns],
         figures=figures,
+        beauty=True,
+        **_field_context(run, conditions, breakdown_attributes=[] if answer_fields(run) else None),
+    )
+    write_text_atomic(page, target)
+    log.info("wrote report %s", target)
+    return target
+
+
+def _field_context(run: RunData, conditions: pd.DataFrame, *, breakdown_attributes: Sequence[str] | None,
+                   with_figures: bool = False) -> dict:
+    """Template variables of the answer-field sections (empty for built-in scenarios)."""
+    if not answer_fields(run):
+        return {"answer_fields": [], "field_breakdowns": [], "field_human": "", "field_distances": "",
+                "field_sources": []}
+    attributes = breakdown_attributes_for(run, breakdown_attributes)
+    fid, dist = human_tables(run)
+    context = {
+        "answer_fields": field_sections(run, lambda t, what: _block(t, what, open_rows=12), conditions),
+        "field_breakdowns": field_breakdowns(run, attributes, lambda t, what: _block(t, what, open_rows=12)),
+        "field_human": _block(fid.drop(columns=["source"]), "comparisons") if not fid.empty else "",
+        "field_distances": _block(dist.drop(columns=["source"]), "distances") if not dist.empty else "",
+        "field_sources": sorted(set(fid["source"].dropna()) | set(dist["source"].dropna())),
+    }
+    if with_figures:
+        context["figures"] = [
+            {"title": f.title, "alt": f.alt, "caption": f.caption, "png": figure_to_base64(f.figure)}
+            for f in field_figure_set(run, attributes)]
+    return context
+
+
+def breakdown_attributes_for(run: RunData, wanted: Sequence[str] | None) -> list[str]:
+    """The attributes the answer fields are broken down by: ``wanted``, else the run's persona
+    attributes of interest (``DEFAULT_BREAKDOWNS`` when present, otherwise every categorical one
+    with a few values; see ``fields.breakdown_attributes``)."""
+    if wanted is not None:
+        return breakdown_attributes(run, wanted)
+    found = breakdown_attributes(run)
+    preferred = [a for a in DEFAULT_BREAKDOWNS if a in found]
+    return preferred + [a for a in found if a not in preferred][: max(0, 3 - len(preferred))]
+
+
+def _write_fields_report(run: RunData, target: Path, breakdown_attributes: Sequence[str] | None,
+                         seed: int) -> Path:
+    """The report of a game that is not the beauty contest: run summary, conditions, each answer
+    field per round, tests on the primary field, breakdowns and human data."""
+    attributes = breakdown_attributes_for(run, breakdown_attributes)
+    conditions = conditions_table(run)
+    conditions = conditions.drop(columns=[c for c in ("p", "offset") if c in conditions
+                                          and (conditions[c] == "nan").all()])
+    comparisons, comparison_note = _comparisons(run, conditions) if run.read_decisions(["value"])["value"].notna().any() \
+        else (pd.DataFrame(), "")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
+    page = env.get_template("report.html.j2").render(
+        title=f"crowdlab report: {', '.join(run.run_ids)}",
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        run_items=run_summary(run).itertuples(index=False),
+        n_conditions=len(conditions),
+        conditions=_block(conditions, "conditions", open_rows=12),
+        manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+        comparisons=_block(comparisons, "tests", open_rows=12),
+        comparison_note=comparison_note,
+        breakdowns=[],
+        beauty=False,
+        **_field_context(run, conditions, breakdown_attributes=attributes, with_figures=True),
     )
     write_text_atomic(page, target)
     log.info("wrote report %s", target)

@@ -65,6 +65,9 @@ def _game(manifest: dict) -> str:
     if not scenario:
         return ""
     parts = [str(scenario.get("kind", ""))]
+    if scenario.get("kind") == "declarative":  # name and parameters of a game written in YAML
+        parts.append(str(scenario.get("name", "")))
+        parts += [f"{k}={v}" for k, v in (scenario.get("parameters") or {}).items()]
     for key in ("variant", "p", "offset"):
         if key in scenario and not (key == "offset" and not scenario[key]):
             parts.append(f"{key}={scenario[key]}")

@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from crowdlab.analysis import RunFolderError, load, round_metrics, summary_table, write_report
+from crowdlab.analysis.field_plots import field_facets
+from crowdlab.analysis.field_report import first_field_summary
+from crowdlab.analysis.fields import is_beauty_contest
 from crowdlab.analysis.plots import run_facets
 
 
@@ -50,6 +53,9 @@ def report(
     console = Console()
     try:
         data = load(run)
+        if not is_beauty_contest(data):  # any other game: its answer fields
+            _report_fields(console, data, out)
+            return
         metrics = round_metrics(data)
     except (RunFolderError, ValueError) as exc:
         Console(stderr=True).print(f"error: run: {exc}", highlight=False, markup=False, soft_wrap=True)
@@ -71,5 +77,25 @@ def report(
     for row in summary[list(columns)].itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
+    path = write_report(data, out)
+    console.print(f"report: {path}", highlight=False, markup=False)
+
+
+def _report_fields(console: Console, data, out: Optional[Path]) -> None:
+    """A game that is not the beauty contest: the first answer field per round, then the report."""
+    summary = first_field_summary(data)
+    console.print(f"crowdlab run {', '.join(data.run_ids)}: {data.conditions['condition_id'].nunique()} condition(s)",
+                  highlight=False, markup=False)
+    print_conditions(console, field_facets(data).labels)
+    if not summary.empty:
+        console.print(f"{summary['field'].iloc[0]} per round (replicates pooled):", highlight=False, markup=False)
+        summary = summary.assign(**{"95% CI": [
+            "" if np.isnan(lo) else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(summary["ci_low"], summary["ci_high"])]})
+        shown = [c for c in ("condition_id", "round", "n", "n_valid", "mean", "option", "share", "95% CI", "median")
+                 if c in summary]
+        table = narrow_table(*["cond" if c == "condition_id" else c for c in shown])
+        for row in summary[shown].itertuples(index=False):
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
     path = write_report(data, out)
     console.print(f"report: {path}", highlight=False, markup=False)

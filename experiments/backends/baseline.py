@@ -24,6 +24,8 @@ from crowdlab.experiments.backends.settings import BackendSettings
 from crowdlab.experiments.seeding import uniforms
 
 _STREAM_BASE, _AGENT_STREAM_BASE = 1000, 50_000
+#: Streams of ``agent_uniform(k)``: clear of the numbered ones above.
+_NAMED_AGENT_STREAM_BASE = 70_000
 
 
 class FormulaBaselineConfig(BackendSettings):
@@ -41,11 +43,15 @@ class FormulaBaselineConfig(BackendSettings):
 def _draws(seeds: np.ndarray, agent_ids: np.ndarray) -> dict[str, Any]:
     """``uniform()``/``normal()`` bound to the batch's seeds, a new stream at every call;
     ``agent_uniform()`` depends on the agent id only, so it is the same in every round (a fixed
-    type, e.g. free rider or conditional cooperator)."""
+    type, e.g. free rider or conditional cooperator). ``agent_uniform(k)`` names its stream: the
+    same draw wherever ``k`` is repeated, in one formula or several, so one draw can pick among
+    more than two types (``where(agent_uniform(1) < 0.3, a, where(agent_uniform(1) < 0.6, b, c))``)."""
     counter = iter(range(_STREAM_BASE, _STREAM_BASE + 10_000))
     agent_counter = iter(range(_AGENT_STREAM_BASE, _AGENT_STREAM_BASE + 10_000))
 
-    def agent_uniform() -> np.ndarray:
+    def agent_uniform(stream: Any = None) -> np.ndarray:
+        if stream is not None:
+            return uniforms(agent_ids, _NAMED_AGENT_STREAM_BASE + int(np.asarray(stream).item()))
         return uniforms(agent_ids, next(agent_counter))
 
     def uniform() -> np.ndarray:
