@@ -405,6 +405,9 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     engines = 1
     if config.dispatch.kind == "ray":
         engines = config.dispatch.engines_per_model or 1
+        if config.dispatch.engines_per_model is None:
+            notes.append("dispatch.engines_per_model is not set (the cluster's GPUs decide): planned with "
+                         "1 engine per model; set it for a closer wall time")
     # per (label, backend key): running sums over conditions
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     personas = None
@@ -501,7 +504,11 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     shard_rounds = len(conditions) * reps * rounds * n_shards
     overhead = round(max(overhead_per_shard_round) * shard_rounds, 1) if overhead_per_shard_round else None
     walls = [s.wall_s for s in stages]
-    wall = None if any(w is None for w in walls) else round(sum(walls) + (overhead or 0.0), 1)  # models of a shard run in turn
+    # Locally the models of a shard run in turn; on Ray each model has its own engines, in parallel.
+    wall = None
+    if all(w is not None for w in walls):
+        llm_time = max(walls, default=0.0) if config.dispatch.kind == "ray" else sum(walls)
+        wall = round(llm_time + (overhead or 0.0), 1)
     _price(stages, price)
     costs = [s.cost for s in stages if s.llm]
     llm_stages = [s for s in stages if s.llm]

@@ -149,3 +149,20 @@ def test_cli_plan_and_bad_input(personas_path: Path, tiny_model: Path, tiny_engi
     refused = _cli(["run", str(config), "--no-prefect", "--runs-root", str(runs), "--max-calls", "10"], tmp_path)
     assert refused.returncode == 2 and "error: max_calls: the plan makes 1,200 LLM calls" in refused.stderr
     assert not runs.exists()
+
+
+def test_ray_fleet_models_run_in_parallel(personas_path: Path, tiny_model: Path, tiny_engine_options: dict,
+                                          tmp_path: Path) -> None:
+    llm = _llm(tiny_model, tiny_engine_options)
+    data = _config(personas_path, None, models=[{"label": "a", "backend": llm}, {"label": "b", "backend": llm}],
+                   dispatch={"kind": "ray", "engines_per_model": 2})
+    data.pop("backend")
+    table = ThroughputTable.model_validate({"models": {"a": {"decisions_per_s": 10, "startup_s": 5},
+                                                       "b": {"decisions_per_s": 5, "startup_s": 5}}})
+    plan = make_plan(validate_config(data), tmp_path / "runs", throughput=table)
+    a, b = plan.stages
+    assert (a.calls, b.calls, a.engines) == (600, 600, 2)
+    assert a.wall_s == pytest.approx(5 + 600 / 10 / 2) and b.wall_s == pytest.approx(5 + 600 / 5 / 2)
+    assert plan.wall_s == pytest.approx(b.wall_s)  # each model on its own engines: the slower one
+    local = make_plan(validate_config({**data, "dispatch": {"kind": "local"}}), tmp_path / "runs", throughput=table)
+    assert local.wall_s == pytest.approx(5 + 60 + 5 + 120)  # locally the models take turns on one engine each
