@@ -59,8 +59,9 @@ def main() -> None:
                                       seed=s) for s in seeds(1, ids, STREAM_WRITE, 1).tolist()]
             outs = engine.chat(write_msgs, wparams, use_tqdm=False, chat_template=None)
             texts = [o.outputs[0].text for o in outs]
+            structured = StructuredOutputsParams(json=schema)  # one object shared, as the vllm backend does
             rparams = [SamplingParams(temperature=0.0, max_tokens=bg.gate.max_tokens, seed=s,
-                                      structured_outputs=StructuredOutputsParams(json=schema))
+                                      structured_outputs=structured)
                        for s in seeds(1, ids, STREAM_READ, 1).tolist()]
             engine.chat(prompts.reader_messages(texts), rparams, use_tqdm=False, chat_template=None)
             return texts
