@@ -77,6 +77,23 @@ def _game(manifest: dict) -> str:
     return " ".join(parts)
 
 
+def _network(manifest: dict) -> str:
+    """The run's social network (manifest ``network``): kind, size, degree spread, homophily."""
+    net = manifest.get("network")
+    if not net:
+        return ""
+    deg = net.get("degree") or net.get("in_degree") or {}
+    which = "degree" if "degree" in net else "in-degree"
+    text = (f"{net.get('kind', '')}, {'directed' if net.get('directed') else 'undirected'}, "
+            f"{net.get('nodes', 0):,} agents, {net.get('edges', 0):,} edges; {which} mean {deg.get('mean', 0):.1f}, "
+            f"median {deg.get('p50', 0):g}, p90 {deg.get('p90', 0):g}, max {deg.get('p100', 0):g}")
+    homophily = net.get("homophily") or {}
+    if homophily:
+        text += "; homophily (Coleman) " + ", ".join(f"{c} {h.get('coleman', float('nan')):.2f}"
+                                                    for c, h in homophily.items())
+    return text
+
+
 #: (item, how to read it from one manifest); empty values are left out.
 ITEMS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("experiment", lambda m: m.get("experiment", "")),
@@ -90,6 +107,7 @@ ITEMS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("game", _game),
     ("backend / models", _models),
     ("conditions", _conditions),
+    ("network", _network),
     ("decisions", _decisions),
     ("started", _timing("first_started_at")),
     ("finished", _timing("finished_at")),

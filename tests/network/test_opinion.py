@@ -115,3 +115,14 @@ def test_shipped_config_loads() -> None:
     cfg = load_config(REPO / "experiments/configs/opinion_dynamics.yaml")
     assert cfg.network is not None and cfg.network.kind == "barabasi_albert"
     assert cfg.scenario.kind == "opinion"
+
+
+def test_report_summary_names_the_network(people: Path, tmp_path: Path) -> None:
+    from crowdlab.analysis.run_summary import run_summary
+
+    cfg = config(people, rounds=1, design={}, network={"kind": "homophily", "columns": ["party"], "homophily": 0.9})
+    result = run(cfg, run_id="s", runs_root=tmp_path / "runs")
+    items = dict(run_summary(result.run_dir).itertuples(index=False))
+    assert items["network"].startswith("homophily, undirected, 900 agents, ")
+    coleman = float(items["network"].split("homophily (Coleman) party ")[1])
+    assert coleman > 0.8  # 90 % of ties inside the party, half expected at random: about 0.9
