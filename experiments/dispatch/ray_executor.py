@@ -335,7 +335,7 @@ class RayExecutor:
 
     def _collect(self) -> None:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import OutOfMemoryError, RayActorError
 
         owner = self.owner
         probes = {e.probe: (pool, e) for pool in self.pools for e in pool.engines if e.probe is not None}
@@ -351,7 +351,7 @@ class RayExecutor:
             task = engine.inflight.pop(ref)
             try:
                 output = ray.get(ref)
-            except RayActorError as exc:
+            except (RayActorError, OutOfMemoryError) as exc:  # OOM: Ray's memory monitor killed the worker
                 self._lost(pool, engine, task, exc)
                 continue
             self._finished(task, output)
