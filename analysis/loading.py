@@ -45,6 +45,7 @@ ROUND_FIXED_COLUMNS: tuple[str, ...] = (
 DECISION_FIXED_COLUMNS: tuple[str, ...] = (
     "run_id", "condition_id", "replicate", "round", "shard", "agent_id", "group", "model", "seed",
     "text", "value", "valid", "error", "input_tokens", "output_tokens", "latency_s",
+    "prompt_hash",  # schema version 3 (the prompt audit trail); null in older runs
 )
 #: A declarative scenario's typed answer columns (decisions, ``answer_<field>``, ``answer_errors``)
 #: and settle-rule columns (rounds, ``outcome_<name>``): not design factors; runs without them

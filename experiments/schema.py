@@ -10,7 +10,9 @@ import pyarrow as pa
 
 # 2: declarative scenarios add typed ``answer_<field>`` + ``answer_errors`` decision columns and
 # ``outcome_<name>`` rounds columns (absent in version-1 runs; loading reads them as null).
-SCHEMA_VERSION = 2
+# 3: ``prompt_hash`` on each decision row and the ``prompts/`` + ``prompt_messages/`` tables
+# (the prompt audit trail; null in older runs and for backends that take no prompts).
+SCHEMA_VERSION = 3
 
 DECISIONS_FIELDS: list[pa.Field] = [
     pa.field("run_id", pa.string(), nullable=False),
@@ -71,11 +73,42 @@ def _factor_fields(factor_names: list[str]) -> list[pa.Field]:
     return [pa.field(name, pa.string()) for name in factor_names]
 
 
-def decisions_schema(factor_names: list[str], answer_fields: list[pa.Field] | None = None) -> pa.Schema:
-    """Decision rows of a run whose design crosses ``factor_names``; a declarative scenario's
-    typed answer columns (``answer_fields``) come before the factor columns."""
-    return pa.schema(DECISIONS_FIELDS + list(answer_fields or []) + _factor_fields(factor_names),
+#: The prompt a decision answered (``prompts/``; null when the backend took no prompt).
+PROMPT_HASH_FIELD = pa.field("prompt_hash", pa.string(), metadata={
+    "meaning": "key of the prompt in prompts/ (same shard path); null when the backend takes no prompts"})
+
+
+def decisions_schema(factor_names: list[str], answer_fields: list[pa.Field] | None = None, *,
+                     prompt_hash: bool = False) -> pa.Schema:
+    """Decision rows of a run whose design crosses ``factor_names``; ``prompt_hash`` (the
+    engine always writes it; schema version 3) follows ``latency_s``, then a declarative
+    scenario's typed answer columns (``answer_fields``), then the factor columns."""
+    audit = [PROMPT_HASH_FIELD] if prompt_hash else []
+    return pa.schema(DECISIONS_FIELDS + audit + list(answer_fields or []) + _factor_fields(factor_names),
                      metadata={"crowdlab_schema": f"decisions/{SCHEMA_VERSION}"})
+
+
+# The prompt audit trail (experiments/prompt_audit.py), one file each per shard-round beside the
+# decisions: each distinct prompt once (its ordered message hashes), each distinct message once.
+PROMPTS_FIELDS: list[pa.Field] = [
+    pa.field("prompt_hash", pa.string(), nullable=False, metadata={"meaning": "sha256 of the message hashes, 32 hex"}),
+    pa.field("message_hashes", pa.list_(pa.string()), nullable=False,
+             metadata={"meaning": "the chat's messages in order (keys of prompt_messages/)"}),
+]
+PROMPT_MESSAGES_FIELDS: list[pa.Field] = [
+    pa.field("message_hash", pa.string(), nullable=False,
+             metadata={"meaning": "sha256 of role + NUL + content, 32 hex"}),
+    pa.field("role", pa.string(), nullable=False),
+    pa.field("content", pa.string(), nullable=False),
+]
+
+
+def prompts_schema() -> pa.Schema:
+    return pa.schema(PROMPTS_FIELDS, metadata={"crowdlab_schema": "prompts/1"})
+
+
+def prompt_messages_schema() -> pa.Schema:
+    return pa.schema(PROMPT_MESSAGES_FIELDS, metadata={"crowdlab_schema": "prompt_messages/1"})
 
 
 def rounds_schema(factor_names: list[str], outcome_fields: list[pa.Field] | None = None) -> pa.Schema:

@@ -32,11 +32,12 @@ import pyarrow.parquet as pq
 
 from crowdlab.experiments.backends import RequestBatch, ResponseBatch
 from crowdlab.experiments.errors import ShardFailedError, UserError
+from crowdlab.experiments.prompt_audit import merge_prompt_tables, prompt_tables
 from crowdlab.experiments.run_context import RunContext, get_backend, load_context
 from crowdlab.experiments.scenarios import History, Scenario
 from crowdlab.experiments.schema import decisions_schema
 from crowdlab.experiments.seeding import request_seeds
-from crowdlab.experiments.storage import decision_path, round_part_path
+from crowdlab.experiments.storage import decision_path, prompt_path, round_part_path
 from crowdlab.parquet_io import write_table_atomic
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class ShardOutput:
     rows: np.ndarray
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     backend_seconds: float = 0.0
+    prompts: pa.Table | None = None  # the prompt audit trail (None when no backend took prompts)
+    prompt_messages: pa.Table | None = None
 
 
 def load_history(ctx: RunContext, condition_id: str, replicate: int, round_: int, shard: int) -> History:
@@ -126,8 +129,9 @@ def _subset(history: History, mask: np.ndarray) -> History:
 
 def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarray, ids: np.ndarray,
          groups: np.ndarray, seeds: np.ndarray, personas: pa.Table, history: History,
-         backend_config) -> ResponseBatch:  # type: ignore[no-untyped-def]
-    """One backend call for the agents of one model."""
+         backend_config) -> tuple[ResponseBatch, list | None]:  # type: ignore[no-untyped-def]
+    """One backend call for the agents of one model: its responses and the chats it was sent
+    (None when the backend takes no prompts)."""
     backend = get_backend(backend_config)
     sub_personas = personas.filter(pa.array(mask)) if not mask.all() else personas
     sub_hist = _subset(history, mask)
@@ -147,10 +151,11 @@ def _ask(ctx: RunContext, scenario: Scenario, condition_id: str, mask: np.ndarra
         raise
     except Exception as exc:  # a failed call is a row with an error, never a lost row
         log.exception("backend %s failed on %d requests", backend_config.display_label(), len(batch))
-        return ResponseBatch.failed(len(batch), f"backend_error: {type(exc).__name__}: {exc}")
+        return ResponseBatch.failed(len(batch), f"backend_error: {type(exc).__name__}: {exc}"), messages
     if len(out) != len(batch):
-        return ResponseBatch.failed(len(batch), f"backend_error: {len(out)} responses for {len(batch)} requests")
-    return out
+        return (ResponseBatch.failed(len(batch), f"backend_error: {len(out)} responses for {len(batch)} requests"),
+                messages)
+    return out, messages
 
 
 def _check_keys(ctx: RunContext, condition_id: str, round_: int) -> None:
@@ -213,14 +218,20 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     latency = np.zeros(n)
     backend_s = 0.0
     stats: dict[str, dict[str, Any]] = {}
+    prompt_hash = pa.nulls(n, pa.string())
+    audit: list[tuple[pa.Table, pa.Table]] = []
     for m in wanted:
         label, backend_config = all_models[m]
         mask = model_index == m
         if not mask.any():
             continue
         t0 = time.perf_counter()
-        out = _ask(ctx, scenario, condition_id, mask, ids, groups, seeds, personas, history, backend_config)
+        out, messages = _ask(ctx, scenario, condition_id, mask, ids, groups, seeds, personas, history, backend_config)
         seconds = time.perf_counter() - t0
+        if messages is not None:  # the audit trail: each distinct prompt and message once
+            hashes, prompts, prompt_messages = prompt_tables(messages)
+            prompt_hash = pc.replace_with_mask(prompt_hash, pa.array(mask), hashes) if not mask.all() else hashes
+            audit.append((prompts, prompt_messages))
         backend_s += seconds
         stats[label] = _model_stats(out, seconds, engine)
         texts[mask] = out.texts
@@ -245,7 +256,7 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     if hasattr(scenario, "answer_columns"):  # declarative scenarios: one typed column per answer field
         typed, valid, errors_arr = scenario.answer_columns(texts, valid, errors_arr)
 
-    schema = decisions_schema(ctx.factor_names, getattr(scenario, "answer_arrow_fields", list)())
+    schema = decisions_schema(ctx.factor_names, getattr(scenario, "answer_arrow_fields", list)(), prompt_hash=True)
     columns = {
         "run_id": pa.array([ctx.run_id] * n, pa.string()),
         "condition_id": pa.array([condition_id] * n, pa.string()),
@@ -263,6 +274,7 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
         "input_tokens": pc.cast(pa.array(in_tok), pa.int32()),
         "output_tokens": pc.cast(pa.array(out_tok), pa.int32()),
         "latency_s": pa.array(latency),
+        "prompt_hash": prompt_hash,
     }
     columns.update(typed)
     for name in ctx.factor_names:
@@ -272,7 +284,8 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     if models is not None:
         rows = np.flatnonzero(np.isin(model_index, list(wanted)))
         table = table.take(pa.array(rows))
-    return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s)
+    prompts, prompt_messages = merge_prompt_tables(audit)
+    return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s, prompts, prompt_messages)
 
 
 def _backend_error(message: str) -> str:
@@ -289,8 +302,9 @@ def merge_outputs(parts: Sequence[ShardOutput]) -> ShardOutput:
     order = np.argsort(rows, kind="stable")
     table = pa.concat_tables([p.table for p in parts]).take(pa.array(order))
     stats = {label: s for p in parts for label, s in p.stats.items()}
+    prompts, prompt_messages = merge_prompt_tables([(p.prompts, p.prompt_messages) for p in parts])
     return ShardOutput(first.condition_id, first.replicate, first.round, first.shard, table, rows[order],
-                       stats, sum(p.backend_seconds for p in parts))
+                       stats, sum(p.backend_seconds for p in parts), prompts, prompt_messages)
 
 
 def _check_failures(ctx: RunContext, output: ShardOutput) -> None:
@@ -315,6 +329,10 @@ def write_shard(ctx: RunContext, output: ShardOutput, started: float | None = No
                            f"{output.round} has {output.table.num_rows} rows, expected {n_expected}")
     _check_failures(ctx, output)
     path = decision_path(ctx.run_dir, output.condition_id, output.replicate, output.round, output.shard)
+    if output.prompts is not None:  # before the decisions: their file marks the shard done
+        keys = (ctx.run_dir, output.condition_id, output.replicate, output.round, output.shard)
+        write_table_atomic(output.prompts, prompt_path(*keys))
+        write_table_atomic(output.prompt_messages, prompt_path(*keys, table="prompt_messages"))
     meta = dict(output.table.schema.metadata or {})
     meta[STATS_KEY] = json.dumps({"models": output.stats}).encode()
     write_table_atomic(output.table.replace_schema_metadata(meta), path)

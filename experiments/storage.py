@@ -48,6 +48,14 @@ def decision_path(run_dir: Path, condition_id: str, replicate: int, round_: int,
     return folder / f"replicate-{replicate}" / f"round-{round_}" / f"shard-{shard:05d}.parquet"
 
 
+def prompt_path(run_dir: Path, condition_id: str, replicate: int, round_: int, shard: int,
+                table: str = "prompts") -> Path:
+    """A shard's file of the prompt audit trail (``prompts`` or ``prompt_messages``): the
+    decisions file's path under another top folder, in the run's layout."""
+    decisions = decision_path(run_dir, condition_id, replicate, round_, shard)
+    return run_dir / table / decisions.relative_to(run_dir / "decisions")
+
+
 def round_part_path(run_dir: Path, condition_id: str, replicate: int, round_: int) -> Path:
     folder, hive = _condition_dir(run_dir, "rounds", condition_id)
     if hive:

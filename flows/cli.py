@@ -18,6 +18,7 @@ from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_plan import check_run_limits, plan_command
 from crowdlab.flows.cli_report import narrow_table, print_conditions, report
+from crowdlab.flows.cli_show import show_command
 from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
 from crowdlab.flows.quiet import quiet_libraries
@@ -36,6 +37,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(models_app, name="models")
 app.command("report")(report)
 app.command("plan")(plan_command)
+app.command("show")(show_command)
 # The terminal's width, or $COLUMNS, or 80 when piped (CI logs, `make demo | tee`): the round table
 # is narrow enough for 80 columns.
 console = Console()

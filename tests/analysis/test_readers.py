@@ -50,7 +50,7 @@ def _expected(run_dir: Path) -> pd.DataFrame:
 
 def _check(frame: pd.DataFrame, run_dir: Path) -> None:
     expected = _expected(run_dir)
-    assert list(frame.columns) == list(expected.columns) == decisions_schema(["scenario.p"]).names
+    assert list(frame.columns) == list(expected.columns) == decisions_schema(["scenario.p"], prompt_hash=True).names
     frame = frame.sort_values(KEYS, ignore_index=True)
     assert len(frame) == 100 * 2 * 2 * 2
     for col in ("condition_id", "replicate", "round", "agent_id", "seed", "value", "scenario.p"):
