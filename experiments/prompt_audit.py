@@ -39,38 +39,38 @@ def _digest(texts: Sequence[str]) -> np.ndarray:
     return np.array([hashlib.sha256(t.encode("utf-8")).hexdigest()[:HASH_CHARS] for t in texts], dtype=object)
 
 
-def _hash_distinct(keys: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """(indices into the distinct keys, the distinct keys, their hashes) of a string array."""
-    encoded = pc.dictionary_encode(keys).combine_chunks() if isinstance(keys, pa.ChunkedArray) \
-        else pc.dictionary_encode(keys)
-    distinct = encoded.dictionary
-    return encoded.indices, distinct, _digest(distinct.to_pylist())
-
-
 def prompt_tables(messages: Sequence[Sequence[dict[str, str]]]) -> tuple[pa.Array, pa.Table, pa.Table]:
     """The prompt hash of every chat in ``messages`` (in order) and the two tables that store
-    the distinct prompts and messages (see the module docstring)."""
-    counts = np.fromiter((len(chat) for chat in messages), dtype=np.int64, count=len(messages))
-    roles = pa.array([m["role"] for chat in messages for m in chat], pa.string())
-    contents = pa.array([m["content"] for chat in messages for m in chat], pa.string())
-    if len(roles) == 0:
-        return (pa.array([None] * len(messages), pa.string()), prompts_schema().empty_table(),
-                prompt_messages_schema().empty_table())
-    idx, _, msg_hashes = _hash_distinct(pc.binary_join_element_wise(roles, contents, _SEP))
-    idx_np = idx.to_numpy(zero_copy_only=False)
-    per_row_hash = pa.array(msg_hashes[idx_np], pa.string())
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    chats = pa.ListArray.from_arrays(offsets, per_row_hash)
-    p_idx, p_keys, p_hashes = _hash_distinct(pc.binary_join(chats, _SEP))
-    hashes = pa.array(p_hashes[p_idx.to_numpy(zero_copy_only=False)], pa.string())
-    # first chat of each distinct prompt, first row of each distinct message
-    first_chat = np.unique(p_idx.to_numpy(zero_copy_only=False), return_index=True)[1]
-    prompts = pa.Table.from_arrays([pa.array(p_hashes[np.arange(len(p_keys))], pa.string()),
-                                    chats.take(pa.array(first_chat))], schema=prompts_schema())
-    first_msg = np.unique(idx_np, return_index=True)[1]
-    take = pa.array(first_msg)
-    prompt_messages = pa.Table.from_arrays([per_row_hash.take(take), roles.take(take), contents.take(take)],
-                                           schema=prompt_messages_schema())
+    the distinct prompts and messages (see the module docstring).
+
+    Deduplication comes first, through dictionaries keyed by the message texts: a system prompt
+    shared by every chat is one string object whose hash Python caches, so it costs one lookup
+    per chat, never a copy or a SHA-256 per agent. Hashing then runs once per distinct text."""
+    n = len(messages)
+    distinct: dict[tuple[str, str], int] = {}
+    chats: dict[tuple[int, ...], int] = {}
+    chat_of = np.empty(n, dtype=np.int64)
+    for i, chat in enumerate(messages):
+        key = tuple([distinct.setdefault((m["role"], m["content"]), len(distinct)) for m in chat])
+        chat_of[i] = chats.setdefault(key, len(chats))
+    if not distinct:
+        return pa.nulls(n, pa.string()), prompts_schema().empty_table(), prompt_messages_schema().empty_table()
+    pairs = list(distinct)
+    msg_hashes = _digest([f"{role}{_SEP}{content}" for role, content in pairs])
+    chat_keys = list(chats)
+    prompt_hashes = _digest([_SEP.join(msg_hashes[list(key)]) for key in chat_keys])
+    lengths = np.fromiter((len(k) for k in chat_keys), dtype=np.int64, count=len(chat_keys))
+    flat = np.fromiter((j for key in chat_keys for j in key), dtype=np.int64, count=int(lengths.sum()))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    prompts = pa.Table.from_arrays(
+        [pa.array(prompt_hashes, pa.string()), pa.ListArray.from_arrays(offsets, pa.array(msg_hashes[flat], pa.string()))],
+        schema=prompts_schema())
+    prompt_messages = pa.Table.from_arrays(
+        [pa.array(msg_hashes, pa.string()), pa.array([r for r, _ in pairs], pa.string()),
+         pa.array([c for _, c in pairs], pa.string())], schema=prompt_messages_schema())
+    hashes = pa.array(prompt_hashes[chat_of], pa.string())
+    if any(len(chat) == 0 for chat in messages):  # an empty chat has no prompt
+        hashes = pc.if_else(pa.array([len(chat) > 0 for chat in messages]), hashes, pa.scalar(None, pa.string()))
     return hashes, prompts, prompt_messages
 
 
