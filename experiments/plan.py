@@ -42,8 +42,8 @@ from crowdlab.experiments.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LLM_KINDS = ("vllm", "transformers", "openai")
-#: Backends whose answers cost (almost) nothing: their stage time is not estimated when unmeasured.
-_CHEAP_KINDS = ("behavioral", "formula")
+#: Stand-ins whose time their config models (``dummy``: latency per batch; ``simulated_gpu``).
+_MODELLED_KINDS = ("dummy", "simulated_gpu")
 
 
 class Price(BaseModel):
@@ -450,6 +450,7 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
                     a["prefix"] += common_prefix(ids) * int(count) * reps
     stages: list[StagePlan] = []
     overhead_per_shard_round: list[float] = []
+    shard_rounds = len(conditions) * reps * rounds * n_shards
     for a in acc.values():
         backend, label, calls = a["backend"], a["label"], a["calls"]
         stage = StagePlan(stage="decisions", model=label, kind=backend["kind"], llm=a["llm"], calls=calls,
@@ -460,7 +461,7 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
             if tp is None:
                 raise ConfigError("throughput", f"the table has no entry for model {backend.get('model') or label!r} "
                                                 f"(key it by the backend's model or the label {label!r})")
-        if tp is None and backend["kind"] not in _CHEAP_KINDS:
+        if tp is None and (a["llm"] or backend["kind"] in _MODELLED_KINDS):
             tp = measured_throughput(runs_root, backend)
             if tp is None and a["llm"]:
                 tp = measured_throughput(runs_root, backend, same_options=False)
@@ -485,23 +486,19 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
             stage.wall_s = round(tp.startup_s + steady, 1)
             stage.throughput_source = tp.source
             overhead_per_shard_round.append(tp.overhead_s_per_shard_round)
-            if tp.output_tokens_per_call and a["llm"] and stage.output_tokens_per_call \
-                    and abs(stage.output_tokens_per_call - tp.output_tokens_per_call) > 0.5 * tp.output_tokens_per_call:
-                notes.append(f"{label}: measured at {tp.output_tokens_per_call:.0f} output tokens per call, "
-                             f"planned {stage.output_tokens_per_call:.0f}: the wall time may be off")
         elif a["llm"]:
             notes.append(f"{label}: no measured throughput for this backend under {runs_root} and no "
                          "--throughput table: wall time and GPU cost unknown")
-        elif backend["kind"] in _CHEAP_KINDS:
-            stage.wall_s = 0.0
-            stage.throughput_source = "not measured (a rule-based baseline: negligible)"
+        elif backend["kind"] in _MODELLED_KINDS:
+            stage.wall_s = round(_modelled_seconds(backend, calls, shard_rounds, engines), 1)
+            stage.throughput_source = f"modelled by the {backend['kind']} config (latency, throughput)"
         else:
-            notes.append(f"{label}: no measured throughput for this {backend['kind']} backend: wall time unknown")
+            stage.wall_s = 0.0
+            stage.throughput_source = f"not measured (a rule-based {backend['kind']} baseline: negligible)"
         if stage.llm and stage.wall_s is not None:
             gpus = config.dispatch.gpus_per_engine if config.dispatch.kind == "ray" else 1.0
             stage.gpu_hours = round(stage.wall_s * engines * gpus / 3600, 4)
         stages.append(stage)
-    shard_rounds = len(conditions) * reps * rounds * n_shards
     overhead = round(max(overhead_per_shard_round) * shard_rounds, 1) if overhead_per_shard_round else None
     walls = [s.wall_s for s in stages]
     # Locally the models of a shard run in turn; on Ray each model has its own engines, in parallel.
@@ -526,6 +523,17 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     if not llm_stages:
         plan.notes.insert(0, "no LLM: every model is a rule-based or simulated backend")
     return plan
+
+
+def _modelled_seconds(backend: dict[str, Any], calls: int, shard_rounds: int, engines: int) -> float:
+    """The time a stand-in's own config gives: ``dummy`` sleeps ``latency_s`` per batch (every call
+    of a shard in flight at once, up to ``concurrency``); ``simulated_gpu`` a fixed cost per batch
+    plus ``calls / throughput``, over its engines."""
+    if backend["kind"] == "dummy":
+        per_shard = max(1, math.ceil(calls / max(shard_rounds, 1) / backend.get("concurrency", 100_000)))
+        return backend.get("latency_s", 1.0) * per_shard * shard_rounds
+    busy = backend.get("fixed_latency_s", 0.05) * shard_rounds + calls / backend.get("throughput", 430.0)
+    return busy / backend.get("time_scale", 1.0) / (engines * backend.get("engines", 1))
 
 
 def _total(values: list[int | None]) -> int | None:

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from crowdlab.flows.cli_errors import fail
-from crowdlab.flows.cli_report import narrow_table
 
 console = Console()
 
@@ -54,16 +53,23 @@ def print_plan(plan: Any) -> None:
     head, *_ = plan_markdown(plan).split("\n| stage")
     for line in head.strip().splitlines():
         console.print(line.lstrip("# "), highlight=False, markup=False, soft_wrap=True)
-    table = narrow_table("stage", "model", "calls", "/round", "prompt", "prefix", "output", "wall", "cost",
-                         left=("stage", "model"))
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    stages = {s.stage for s in plan.stages}
+    table.add_column("model" if len(stages) == 1 else "stage: model", overflow="fold", max_width=26)
+    for header in ("calls", "/round", "prompt", "prefix", "output", "wall", "cost"):
+        table.add_column(header, justify="right", no_wrap=True)
     for s in plan.stages:
+        name = s.model if s.llm else f"{s.model} (no LLM)"
         table.add_row(
-            s.stage, s.model if s.llm else f"{s.model} (no LLM)", f"{s.calls:,}", f"{s.calls_per_round:,}",
+            name if len(stages) == 1 else f"{s.stage}: {name}", f"{s.calls:,}", f"{s.calls_per_round:,}",
             "" if s.prompt_tokens_per_call is None else f"{s.prompt_tokens_per_call:.0f}",
             "" if s.shared_prefix_share is None else f"{s.shared_prefix_share:.0%}",
             "" if s.output_tokens_per_call is None else
-            f"{s.output_tokens_per_call:.0f}{'' if s.output_tokens_source == 'measured' else ' (cap)'}",
-            _seconds(s.wall_s), "" if s.cost is None else f"{s.cost:,.2f}")
+            f"{s.output_tokens_per_call:.0f}{'' if s.output_tokens_source == 'measured' else ' cap'}",
+            _seconds(s.wall_s), "" if s.cost is None else f"{s.cost:,.4f}" if s.cost < 1 else f"{s.cost:,.2f}")
     console.print(table)
     console.print("prompt/output: tokens per call (model's own tokenizer); prefix: share of the prompt "
                   "every call shares (prefix caching)", highlight=False, markup=False, soft_wrap=True)

@@ -166,3 +166,46 @@ def test_ray_fleet_models_run_in_parallel(personas_path: Path, tiny_model: Path,
     assert plan.wall_s == pytest.approx(b.wall_s)  # each model on its own engines: the slower one
     local = make_plan(validate_config({**data, "dispatch": {"kind": "local"}}), tmp_path / "runs", throughput=table)
     assert local.wall_s == pytest.approx(5 + 60 + 5 + 120)  # locally the models take turns on one engine each
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_the_plan_is_the_flows_first_artifact(prefect_server: dict[str, str], personas_path: Path,
+                                              tiny_model: Path, tiny_engine_options: dict, tmp_path: Path) -> None:
+    """Through a real Prefect server: the experiment flow attaches the plan, keyed per run,
+    before any shard runs (a baseline beside a tiny LLM, so the plan has tokens to count)."""
+    import httpx
+
+    data = _config(personas_path, None, rounds=1,
+                   models=[{"label": "tiny", "backend": _llm(tiny_model, tiny_engine_options), "share": 1},
+                           {"label": "ch", "backend": {"kind": "behavioral"}, "share": 1}])
+    data.pop("backend")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = subprocess.run(CROWDLAB + ["run", str(config), "--run-id", "p1", "--runs-root", str(tmp_path / "runs")],
+                            env=prefect_server, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def post(path: str, body: dict) -> list[dict]:
+        response = httpx.post(f"{prefect_server['PREFECT_API_URL']}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    runs = [fr for fr in post("/flow_runs/filter", {"limit": 50}) if fr["parameters"].get("run_id") == "p1"]
+    assert runs
+    artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}},
+                                           "sort": "CREATED_ASC", "limit": 100})
+    assert artifacts[0]["key"] == "plantest-p1-plan"  # the first artifact of the run
+    text = artifacts[0]["data"]
+    assert "## Plan of plantest" in text and "| decisions | tiny | vllm | 300 |" in text
+    assert "behavioral (no LLM)" in text
+
+
+def test_stand_ins_are_timed_by_their_own_config(personas_path: Path, tmp_path: Path) -> None:
+    sim = {"kind": "simulated_gpu", "throughput": 100, "fixed_latency_s": 0.5}
+    plan = make_plan(validate_config(_config(personas_path, sim)), tmp_path / "runs")
+    (stage,) = plan.stages
+    assert not stage.llm and stage.calls == 1200
+    assert stage.wall_s == pytest.approx(0.5 * 3 * 2 + 1200 / 100)  # 3 shards x 2 rounds, then calls / rate
+    dummy = make_plan(validate_config(_config(personas_path, {"kind": "dummy", "latency_s": 2.0})), tmp_path / "runs")
+    assert dummy.stages[0].wall_s == pytest.approx(2.0 * 3 * 2)  # one sleep per shard-round
