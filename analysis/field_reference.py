@@ -6,8 +6,9 @@ figure per row with its source:
 
 ``dataset, game, field, statistic, round, value, value_low, value_high, scale, unit, source, note``
 
-- ``game`` matches the run's ``scenario.name``; ``field`` an answer field; ``round`` a round
-  (empty: every round).
+- ``game`` matches the run's ``scenario.name``; ``field`` an answer field, or ``outcome:<name>``
+  for a settled outcome (the mean of the rounds table's per-group ``outcome_<name>``, interval
+  over groups); ``round`` a round (empty: every round).
 - ``statistic``: ``mean`` (of the field divided by ``scale``), ``share_at:<x>`` (share of valid
   answers equal to ``x`` after scaling, e.g. ``share_at:0`` gave nothing), ``share:<option>``
   (share of a choice option or scale point).
@@ -142,6 +143,7 @@ def field_fidelity(run: RunData | PathLike, reference: pd.DataFrame | None = Non
                                  "dataset": ref_row["dataset"], "statistic": ref_row["statistic"], **stat,
                                  "human": ref_row["value"], "human_low": ref_row["value_low"],
                                  "human_high": ref_row["value_high"], "source": ref_row["source"]})
+        rows += _outcome_rows(run, reference, cond)
     out = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("diff", "human_in_ci")])
     for col in ("human", "human_low", "human_high", "sim", "sim_ci_low", "sim_ci_high"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
@@ -151,6 +153,36 @@ def field_fidelity(run: RunData | PathLike, reference: pd.DataFrame | None = Non
     meets = ((lo <= out["sim_ci_high"]) & (hi >= out["sim_ci_low"])).astype("boolean")
     out["human_in_ci"] = meets.mask(lo.isna() & hi.isna())
     return out[COLUMNS]
+
+
+def _outcome_rows(run: RunData, reference: pd.DataFrame, cond: pd.Series) -> list[dict]:
+    """Reference rows on a settled outcome (``field`` = ``outcome:<name>``, statistic ``mean``):
+    the mean of the rounds table's per-group ``outcome_<name>`` values (replicates pooled), with
+    a 95 % normal interval over groups."""
+    ref = reference[(reference["game"] == cond["game"]) & reference["field"].astype(str).str.startswith("outcome:")]
+    rounds = run.rounds
+    if ref.empty or rounds.empty:
+        return []
+    rounds = rounds[(rounds["run_id"].astype(str) == cond["run_id"])
+                    & (rounds["condition_id"].astype(str) == cond["condition_id"]) & (rounds["group"] >= 0)]
+    out = []
+    for _, ref_row in ref.iterrows():
+        name = str(ref_row["field"]).split(":", 1)[1]
+        column = f"outcome_{name}"
+        if column not in rounds or not pd.api.types.is_numeric_dtype(rounds[column]):
+            continue
+        for rnd, groups in rounds.groupby("round", sort=True):
+            if pd.notna(ref_row["round"]) and int(ref_row["round"]) != int(rnd):
+                continue
+            values = groups[column].dropna().to_numpy(float)
+            stat = _simulated(AnswerField(name, "number"), values, str(ref_row["statistic"]),
+                              _scale(ref_row.get("scale"), cond["params"]))
+            if stat is not None:
+                out.append({"condition_id": cond["condition_id"], "round": int(rnd), "field": ref_row["field"],
+                            "dataset": ref_row["dataset"], "statistic": ref_row["statistic"], **stat,
+                            "human": ref_row["value"], "human_low": ref_row["value_low"],
+                            "human_high": ref_row["value_high"], "source": ref_row["source"]})
+    return out
 
 
 def _simulated(af: AnswerField, values: np.ndarray, statistic: str, scale: float | None) -> dict | None:

@@ -47,9 +47,15 @@ def test_ultimatum_types_from_one_draw_and_settled_acceptance(tmp_path):
     payoff = np.where(accepted, 10 - offer, 0) + np.where(partner_offer >= dec["answer_min_accept"].to_numpy(),
                                                           partner_offer, 0)
     assert pooled["outcome_payoff"] == pytest.approx(payoff.mean())
-    fid = field_fidelity(load(result.run_dir))
-    assert fid["dataset"].tolist() == ["oosterbeek2004"]
-    assert fid["sim"].iloc[0] == pytest.approx(offer.mean() / 10)
+    fid = field_fidelity(load(result.run_dir)).set_index("field")
+    assert set(fid["dataset"]) == {"oosterbeek2004"}
+    assert fid.at["offer", "sim"] == pytest.approx(offer.mean() / 10)
+    # the settled outcome against the human rejection rate: per-pair shares, interval over pairs
+    per_pair = pd.Series(accepted).groupby(dec["agent_id"].to_numpy() // 2).mean()
+    assert fid.at["outcome:accepted", "sim"] == pytest.approx(per_pair.mean())
+    assert fid.at["outcome:accepted", "n_valid"] == 1000 and fid.at["outcome:accepted", "human"] == 0.84
+    half = 1.959963984540054 * per_pair.std(ddof=1) / np.sqrt(1000)
+    assert fid.at["outcome:accepted", "sim_ci_high"] == pytest.approx(per_pair.mean() + half)
 
 
 def test_dictator_baseline_gives_half_or_nothing(tmp_path):
@@ -65,5 +71,7 @@ def test_reference_rows_name_their_source_and_game():
     for game in set(ref["game"]):  # every game with reference rows ships as a config of that name
         cfg = yaml.safe_load((REPO / "experiments" / "configs" / f"{game}.yaml").read_text())
         fields = {f for q in cfg["scenario"]["questions"] for f in q["fields"]}
-        assert cfg["scenario"]["name"] == game and set(ref.loc[ref["game"] == game, "field"]) <= fields
+        outcomes = {r["name"] for r in cfg["scenario"].get("outcome", []) if "name" in r}
+        named = {f.split(":", 1)[1] if f.startswith("outcome:") else f for f in ref.loc[ref["game"] == game, "field"]}
+        assert cfg["scenario"]["name"] == game and named <= fields | outcomes
     assert ref[["value", "value_low", "value_high"]].notna().any(axis=1).all()
