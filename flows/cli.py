@@ -90,9 +90,9 @@ def _print_rounds_by_model(run_dir: Path) -> None:
     from crowdlab.analysis import breakdown
 
     rows = breakdown(run_dir, "model", by=("condition_id", "replicate", "round"))
-    table = Table(title="rounds by model")
-    for header in ("cond", "rep", "round", "model", "n", "invalid", "mean", "median", "std"):
-        table.add_column(header, justify="left" if header in ("cond", "model") else "right", no_wrap=True)
+    console.print("rounds by model", highlight=False, markup=False)
+    table = narrow_table("cond", "rep", "round", "model", "n", "invalid", "mean", "median", "std",
+                         left=("cond", "model"))
     fmt = lambda v: "" if v != v else f"{v:.2f}"  # noqa: E731  (NaN when a model has no valid answer)
     for r in rows.itertuples(index=False):
         table.add_row(str(r.condition_id), str(r.replicate), str(r.round), str(r.model), str(r.n),

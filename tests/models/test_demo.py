@@ -48,10 +48,11 @@ def test_run_prints_rounds_per_model_and_report_compares_each_with_humans(tmp_pa
                                       "--runs-root", str(tmp_path / "runs"), "--report"])
     assert result.exit_code == 0, result.output
     by_model = result.output.split("rounds by model", 1)[1]
-    rows = [line for line in by_model.splitlines() if "│ c000" in line]
+    rows = [line.split() for line in by_model.splitlines() if line.startswith("c000")]
     assert len(rows) == 2 * 3  # two models x three rounds
-    assert sum("smollm2-135m" in r for r in rows) == 3 and sum("cognitive-hierarchy" in r for r in rows) == 3
-    assert all(r.split("│")[5].strip() == "30" for r in rows)  # n per model and round
+    assert sorted(r[3] for r in rows) == ["cognitive-hierarchy"] * 3 + ["smollm2-135m"] * 3
+    assert all(r[4] == "30" and r[5] == "0" for r in rows)  # n and invalid per model and round
+    assert all(len(line) <= 80 for line in by_model.splitlines())  # fits a piped 80-column log
 
     run_dir = tmp_path / "runs" / "demo" / "t"
     run = load(run_dir)
