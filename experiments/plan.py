@@ -38,6 +38,7 @@ from crowdlab.experiments.assignment import model_counts
 from crowdlab.experiments.config import ExperimentConfig
 from crowdlab.experiments.design import Condition, expand_design
 from crowdlab.experiments.errors import ConfigError
+from crowdlab.yaml_io import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def load_throughput_table(path: str | Path) -> ThroughputTable:
     if not file.is_file():
         raise ConfigError("throughput", f"file not found: {file}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = safe_load(file.read_text(encoding="utf-8"))
         return ThroughputTable.model_validate(data)
     except yaml.YAMLError as exc:
         raise ConfigError("throughput", f"{file} is not valid YAML: {exc}") from None

@@ -128,8 +128,10 @@ def _read_backend(path: Path | None) -> dict | None:
         return None
     import yaml
 
+    from crowdlab.yaml_io import safe_load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError("backend", f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict) or "kind" not in data:
