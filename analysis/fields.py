@@ -158,12 +158,24 @@ def _read(run: RunData, columns: Sequence[str], attribute: str | None) -> pa.Tab
 
 
 def _key_frame(table: pa.Table, keys: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame({k: table.column(k).to_pandas() for k in keys})
+    """The grouping keys as pandas columns: strings as categoricals (ten million repeated
+    condition ids would be ten million Python strings), numbers as they are."""
+    data = {}
     for k in keys:
-        if frame[k].dtype == object or isinstance(frame[k].dtype, pd.CategoricalDtype) or k != "round":
-            if k not in ("round", "replicate", "group"):
-                frame[k] = frame[k].astype(str)
-    return frame
+        col = table.column(k)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            data[k] = col.dictionary_encode().to_pandas()
+        else:
+            data[k] = col.to_pandas()
+    return pd.DataFrame(data)
+
+
+def _plain(out: pd.DataFrame) -> pd.DataFrame:
+    """Categorical key columns of a (small) result back to strings."""
+    for k in out.columns:
+        if isinstance(out[k].dtype, pd.CategoricalDtype):
+            out[k] = out[k].astype(str)
+    return out
 
 
 def _valid_mask(table: pa.Table, column: str) -> np.ndarray:
@@ -195,7 +207,7 @@ def numeric_summary(run: RunData | PathLike, name: str, *, by: Sequence[str] = K
     out = grouped["_v"].agg(n="size", n_valid="count", mean="mean", std="std")
     q = grouped["_v"].quantile(list(QUANTILES)).unstack()
     q.columns = [f"q{int(round(x * 100)):02d}" for x in q.columns]
-    out = out.join(q).reset_index()
+    out = _plain(out.join(q).reset_index())
     half = Z95 * out["std"] / np.sqrt(out["n_valid"].where(out["n_valid"] > 0))
     out.insert(out.columns.get_loc("mean") + 1, "ci_low", out["mean"] - half)
     out.insert(out.columns.get_loc("ci_low") + 1, "ci_high", out["mean"] + half)
@@ -248,7 +260,7 @@ def option_shares(run: RunData | PathLike, name: str, *, by: Sequence[str] = KEY
     frame = _key_frame(table, keys)
     frame["_ok"] = _valid_mask(table, af.column)
     groups = frame.groupby(keys, observed=True, sort=True)
-    totals = groups["_ok"].agg(n="size", n_valid="sum").reset_index()
+    totals = _plain(groups["_ok"].agg(n="size", n_valid="sum").reset_index())
     gid = groups.ngroup().to_numpy()
     rows, idx = _option_counts(table, af)
     n_opt = len(af.options())
@@ -286,8 +298,8 @@ def text_summary(run: RunData | PathLike, name: str, *, by: Sequence[str] = KEYS
     length = pc.utf8_length(table.column(af.column)).to_numpy(zero_copy_only=False)
     frame["_len"] = pd.array(length, dtype="Float64").astype(float)
     frame.loc[frame["_len"] == 0, "_len"] = np.nan
-    out = frame.groupby(keys, observed=True, sort=True)["_len"].agg(
-        n="size", n_answered="count", mean_chars="mean", max_chars="max").reset_index()
+    out = _plain(frame.groupby(keys, observed=True, sort=True)["_len"].agg(
+        n="size", n_answered="count", mean_chars="mean", max_chars="max").reset_index())
     out.insert(len(keys), "field", name)
     return out
 
