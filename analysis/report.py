@@ -290,6 +290,7 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
                     for attr, table in breakdowns],
         figures=figures,
         beauty=True,
+        network=_network_context(run, breakdown_attributes),
         **_field_context(run, conditions, breakdown_attributes=[] if answer_fields(run) else None),
     )
     write_text_atomic(page, target)
@@ -317,6 +318,28 @@ def _field_context(run: RunData, conditions: pd.DataFrame, *, breakdown_attribut
             {"title": f.title, "alt": f.alt, "caption": f.caption, "png": figure_to_base64(f.figure)}
             for f in field_figure_set(run, attributes)]
     return context
+
+
+def _network_context(run: RunData, attributes: Sequence[str] | None = None) -> dict | None:
+    """The network / opinion section (template network.html.j2) of the first run folder with a
+    ``network.parquet`` and decisions; None for runs without a network."""
+    from crowdlab.analysis import network_analysis as na
+
+    run_dir = next((d for d in run.run_dirs if (d / "network.parquet").is_file()), None)
+    if run_dir is None or not (run_dir / "rounds.parquet").is_file():
+        return None
+    shifted = na.shifted_attributes(run_dir)
+    attribute = next(iter([*shifted, *(attributes or [])]), None)
+    figures = [{"title": f.title, "alt": f.alt, "caption": f.caption, "png": figure_to_base64(f.figure)}
+               for f in na.network_figures(run_dir, attribute)]
+    outcomes = na.round_outcomes(run_dir)
+    degrees = na.degree_distribution(run_dir)
+    note = (f"Stance trajectories by condition, by {attribute or 'no persona attribute'} and by degree decile "
+            f"(ties in + out), the diffusion of injected messages, the degree distribution and one sampled "
+            f"neighbourhood, from {run_dir.name}'s network.parquet, decisions and messages.")
+    return {"note": note, "figures": figures, "intervention": "exposed_share" in outcomes,
+            "outcomes": _block(outcomes, "condition x round rows", open_rows=24),
+            "degrees": _block(degrees, "degrees", open_rows=0)}
 
 
 def breakdown_attributes_for(run: RunData, wanted: Sequence[str] | None) -> list[str]:
@@ -352,6 +375,7 @@ def _write_fields_report(run: RunData, target: Path, breakdown_attributes: Seque
         comparison_note=comparison_note,
         breakdowns=[],
         beauty=False,
+        network=_network_context(run, attributes),
         **_field_context(run, conditions, breakdown_attributes=attributes, with_figures=True),
     )
     write_text_atomic(page, target)

@@ -45,3 +45,38 @@ def test_trajectories_diffusion_and_drawing(tmp_path: Path) -> None:
     assert shares[1] <= deg[seeders].sum() / 490  # one hop: at most the seeders' neighbours
     png = draw_neighbourhood(result.run_dir, 7, tmp_path / "hood.png", condition_id="c001")
     assert png.stat().st_size > 1000
+
+
+def test_report_has_a_network_section(tmp_path: Path) -> None:
+    """crowdlab report on an opinion run with an intervention: the network section holds the
+    outcome table, trajectories by condition / persona attribute / degree decile, the diffusion
+    curve, the degree distribution and a neighbourhood drawing."""
+    import re
+
+    from crowdlab.analysis.report import write_report
+
+    ids = np.arange(300, dtype=np.int64)
+    people = write_table_atomic(pa.table({"agent_id": ids, "party": np.array(["a", "b", "c"])[ids % 3]}),
+                                tmp_path / "people.parquet")
+    treatment = {"round": 1, "seeders": "top_degree", "share": 0.02, "message": "Read this.", "stance": 7}
+    cfg = {"experiment": "rep", "population": {"personas": str(people)},
+           "network": {"kind": "barabasi_albert", "m": 2},
+           "scenario": {"kind": "opinion", "messages": {"k": 2},
+                        "initial": {"shift": {"party": {"a": -1, "c": 1}}}},
+           "backend": {"kind": "opinion_dynamics", "model": "bounded_confidence"},
+           "design": {"factors": {"scenario.intervention": [None, treatment]}},
+           "rounds": 3, "shard_size": 300, "seed": 2}
+    result = run(cfg, run_id="r", runs_root=tmp_path / "runs")
+    page = write_report(result.run_dir).read_text()
+    assert '<a href="#network">Network</a>' in page
+    section = page[page.index('<h2 id="network">'):]
+    captions = re.findall(r"<figcaption>([^:<]*)", section)
+    assert captions == ["Mean stance per round by condition", "Mean stance by party", "Mean stance by degree decile",
+                        "Diffusion of the injected message", "Degree distribution",
+                        f"Neighbourhood of agent {captions[-1].split()[3]} (c001, last round)"]
+    assert section.count('src="data:image/png;base64,') == 6
+    outcomes = section[section.index("Outcomes per round"):section.index("<figure>")]
+    for column in ("mean_stance", "variance", "bimodality", "assortativity", "changed_share", "exposed_share"):
+        assert f"<th>{column}</th>" in outcomes
+    assert outcomes.count("<tr") == 1 + 2 * 3  # header + conditions x rounds
+    assert "<th>degree</th>" in section and "<th>agents</th>" in section
