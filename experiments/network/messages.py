@@ -23,6 +23,7 @@ from crowdlab.hashing import combine
 from crowdlab.parquet_io import write_table_atomic
 
 _MESSAGE = r'"message"\s*:\s*"(?P<m>(?:[^"\\]|\\.)*)"'
+_LEADING = r'^\s*\{\s*' + _MESSAGE  # the usual layout: message as the first key (3x faster in RE2)
 _SAMPLE_SALT = 0x3E55
 
 
@@ -31,12 +32,26 @@ def message_path(run_dir: Path, condition_id: str, replicate: int, round_: int) 
 
 
 def extract(texts: pa.Array, max_chars: int) -> pa.Array:
-    """The ``message`` field of each answer (null where there is none), unescaped and capped."""
-    found = pc.extract_regex(pc.fill_null(texts, ""), _MESSAGE)
-    raw = pc.struct_field(found, "m")
+    """The ``message`` field of each answer (null where there is none), unescaped and capped.
+
+    An anchored pattern finds the post where it is the answer's first key; only the answers it
+    misses are searched anywhere (an unanchored search over a million answers costs ~3x more)."""
+    texts = pc.fill_null(texts, "")
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    raw = pc.struct_field(pc.extract_regex(texts, _LEADING), "m")
+    missed = pc.is_null(raw)
+    if pc.any(missed).as_py():
+        rows = pc.indices_nonzero(missed)
+        again = pc.struct_field(pc.extract_regex(texts.take(rows), _MESSAGE), "m")
+        pos = np.full(len(texts), -1, np.int64)
+        pos[rows.to_numpy()] = np.arange(len(rows))
+        raw = pc.if_else(missed, again.take(pa.array(np.maximum(pos, 0))), raw)
     if pc.any(pc.match_substring(raw, "\\")).as_py():  # JSON escapes: only when some post has one
         for escaped, plain in (('\\"', '"'), ("\\n", "\n"), ("\\\\", "\\")):
             raw = pc.replace_substring(raw, escaped, plain)
+    if (pc.max(pc.binary_length(raw)).as_py() or 0) <= max_chars:  # bytes >= characters: nothing to cut
+        return raw
     return pc.utf8_slice_codeunits(raw, 0, max_chars)
 
 
@@ -52,7 +67,7 @@ def write_round(ctx: Any, condition_id: str, replicate: int, round_: int, decisi
     senders = decisions["agent_id"].filter(keep)
     n = len(senders)
     table = pa.Table.from_arrays([
-        pa.array([ctx.run_id] * n, pa.string()), pa.array([condition_id] * n, pa.string()),
+        pa.repeat(pa.scalar(ctx.run_id, pa.string()), n), pa.repeat(pa.scalar(condition_id, pa.string()), n),
         pa.array(np.full(n, replicate, np.int32)), pa.array(np.full(n, round_, np.int32)),
         senders.combine_chunks() if isinstance(senders, pa.ChunkedArray) else senders,
         text.filter(keep).combine_chunks() if isinstance(text, pa.ChunkedArray) else text.filter(keep),
@@ -74,8 +89,12 @@ def round_posts(ctx: Any, condition_id: str, replicate: int, round_: int) -> Rou
     def build() -> RoundPosts:
         t = pq.read_table(message_path(ctx.run_dir, condition_id, replicate, round_), columns=["sender", "text"])
         ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        pos = order[np.searchsorted(ids[order], t["sender"].to_numpy().astype(np.int64))]
+        sender = t["sender"].to_numpy().astype(np.int64)
+        if ids.size and ids[0] == 0 and ids[-1] == ids.size - 1 and np.all(np.diff(ids) == 1):
+            pos = sender  # ids are positions
+        else:
+            order = np.argsort(ids, kind="stable")
+            pos = order[np.searchsorted(ids[order], sender)]
         at = np.full(ids.size, -1, np.int64)
         at[pos] = np.arange(t.num_rows)
         return RoundPosts(round_, at, t["text"].combine_chunks())

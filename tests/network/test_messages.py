@@ -48,6 +48,16 @@ def test_extract_caps_and_unescapes() -> None:
     assert extract(texts, 10).to_pylist() == ['say "no" n', None, None, "x" * 10]
 
 
+def test_extract_finds_the_post_in_any_key_order() -> None:
+    """The first-key fast path and the search elsewhere merge back in row order (chunked input,
+    multi-byte characters capped by characters, a post not first, no post, nothing to cut)."""
+    texts = pa.chunked_array([['{"message": "first", "stance": 1}', '{"stance": 2, "message" : "second"}'],
+                              [' { "message":"éééé"}', '{"stance": 4}', None,
+                               '{"reasoning": "x", "message": "fifth \\"q\\""}']])
+    assert extract(texts, 280).to_pylist() == ["first", "second", "éééé", None, None, 'fifth "q"']
+    assert extract(texts, 3).to_pylist() == ["fir", "sec", "ééé", None, None, "fif"]
+
+
 def test_k_must_be_positive(people: Path) -> None:
     cfg = config(people)
     cfg["scenario"]["messages"]["k"] = 0
