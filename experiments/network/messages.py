@@ -134,10 +134,58 @@ class Inbox:
                      self.texts.take(pa.array(idx)), self.more[keep])
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """The posts a batch reads, one entry per (reader, post) in display order: reader row ``r``,
+    sender position ``s``, round ``rnd``, row ``ref`` in ``parts[part]``'s posts; ``total``: how
+    many each reader could have read."""
+
+    r: np.ndarray
+    s: np.ndarray
+    rnd: np.ndarray
+    ref: np.ndarray
+    part: np.ndarray
+    total: np.ndarray
+    parts: list
+
+
 def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,
           indptr: np.ndarray, senders: np.ndarray) -> Inbox:
     """Posts of the in-neighbours (``indptr``/``senders``: the batch's CSR slice, positions) from
     the last ``settings.window`` rounds, at most ``settings.k`` per reader."""
+    n = hi - lo
+    shown = _shown(ctx, settings, condition_id, replicate, round_, lo, hi, indptr, senders)
+    if shown is None:
+        empty = np.zeros(0, np.int64)
+        return Inbox(np.zeros(n + 1, np.int64), empty, np.zeros(0, np.int32), pa.array([], pa.string()), np.zeros(n, np.int64))
+    parts, ref, part = shown.parts, shown.ref, shown.part
+    texts = [parts[j][4].texts.take(pa.array(ref[part == j])) for j in range(len(parts))]
+    if len(parts) == 1:
+        text = texts[0]
+    else:  # back into display order across rounds
+        text = pa.concat_arrays(texts).take(pa.array(np.argsort(np.argsort(part, kind="stable"), kind="stable")))
+    count = np.bincount(shown.r, minlength=n)
+    ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
+    return Inbox(np.concatenate([[0], np.cumsum(count)]), ids[shown.s], shown.rnd, text, shown.total - count)
+
+
+def readers_shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int,
+                  senders: np.ndarray, from_round: int) -> np.ndarray:
+    """Boolean mask over all agents: who reads, in ``round_``, a post written in ``from_round``
+    by one of ``senders`` (mask over agent positions) among the at most k it is shown."""
+    from crowdlab.experiments.network.run_files import network_in_index
+
+    index = network_in_index(ctx)
+    shown = _shown(ctx, settings, condition_id, replicate, round_, 0, index.n, index.indptr, index.senders)
+    if shown is None:
+        return np.zeros(index.n, bool)
+    hit = senders[shown.s] & (shown.rnd == from_round)
+    return np.bincount(shown.r[hit], minlength=index.n) > 0
+
+
+def _shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,
+           indptr: np.ndarray, senders: np.ndarray) -> _Shown | None:
+    """Which posts each reader of ``lo:hi`` is shown (None when no earlier round has posts)."""
     n = hi - lo
     rows = np.repeat(np.arange(n), np.diff(indptr))
     parts = []
@@ -147,8 +195,7 @@ def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: in
         has = at >= 0
         parts.append((rows[has], senders[has], np.full(int(has.sum()), k, np.int32), at[has], posts))
     if not parts:
-        empty = np.zeros(0, np.int64)
-        return Inbox(np.zeros(n + 1, np.int64), empty, np.zeros(0, np.int32), pa.array([], pa.string()), np.zeros(n, np.int64))
+        return None
     r = np.concatenate([p[0] for p in parts])
     s = np.concatenate([p[1] for p in parts])
     rnd = np.concatenate([p[2] for p in parts])
@@ -168,11 +215,4 @@ def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: in
     starts = np.concatenate([[0], np.cumsum(total)[:-1]])
     rank = np.arange(r.size) - starts[r]
     keep = rank < settings.k
-    r, s, rnd, ref, part = r[keep], s[keep], rnd[keep], ref[keep], part[keep]
-    shown = np.bincount(r, minlength=n)
-    texts = [parts[j][4].texts.take(pa.array(ref[part == j])) for j in range(len(parts))]
-    if len(parts) == 1:
-        text = texts[0]
-    else:  # back into display order across rounds
-        text = pa.concat_arrays(texts).take(pa.array(np.argsort(np.argsort(part, kind="stable"), kind="stable")))
-    return Inbox(np.concatenate([[0], np.cumsum(shown)]), ids[s], rnd, text, total - shown)
+    return _Shown(r[keep], s[keep], rnd[keep], ref[keep], part[keep], total, parts)

@@ -21,7 +21,7 @@ from scipy import special, stats
 
 from crowdlab.experiments.backends.base import Message
 from crowdlab.experiments.network.intervention import seeders
-from crowdlab.experiments.network.messages import write_round
+from crowdlab.experiments.network.messages import readers_shown, write_round
 from crowdlab.experiments.network.opinion_params import OpinionParams
 from crowdlab.experiments.network.peers import PeerView, peer_view, stances
 from crowdlab.experiments.network.run_files import network_graph, network_in_index
@@ -184,8 +184,9 @@ class OpinionScenario:
                    "bimodality": "Sarle's bimodality coefficient (> 5/9 suggests two camps)",
                    "assortativity": "Pearson correlation of stances across network ties",
                    "changed_share": "share of agents whose stance moved by >= change_threshold since last round",
-                   "exposed_share": "intervention: share of the other agents with a seeder among their in-neighbours "
-                                    "while the injected post is readable (0 outside; null without intervention)",
+                   "exposed_share": "intervention: share of the other agents shown the injected post among their at "
+                                    "most k posts (without messages: a seeder among their in-neighbours) while it "
+                                    "is readable (0 outside; null without intervention)",
                    "toward_share": "intervention with a stance: share of the other agents at least change_threshold "
                                    "closer to it than in the round before it"}
         return [pa.field(f"outcome_{k}", pa.float64(), metadata={"meaning": meaning[k]}) for k in OUTCOMES]
@@ -218,19 +219,22 @@ class OpinionScenario:
 
     def _reach(self, ctx: Any, condition_id: str, replicate: int, round_: int, x: np.ndarray,
                seeded: np.ndarray) -> dict[str, float]:
-        """Diffusion of the intervention among the other agents: the share who could read the
-        injected post this round (an in-neighbour among the seeders, within the posts' window;
-        the k cap aside), and with a seeded stance the share now at least ``change_threshold``
+        """Diffusion of the intervention among the other agents: the share who read the injected
+        post this round (among the at most k posts each is shown, within the posts' window; without
+        posts, a seeder among the in-neighbours), and with a seeded stance the share now at least ``change_threshold``
         closer to it than before the intervention."""
         iv = self.params.intervention
         window = self.params.messages.window if self.params.messages is not None else 1
         others = ~seeded
         out = {"exposed_share": 0.0, "toward_share": float("nan")}
         if iv.round < round_ <= iv.round + window:
-            index = network_in_index(ctx)
-            hits = np.bincount(np.repeat(np.arange(index.n), index.in_degree()), seeded[index.senders].astype(float),
-                               minlength=index.n)
-            out["exposed_share"] = float(np.mean(hits[others] > 0))
+            if self.params.messages is not None:  # the injected post among the at most k each reader is shown
+                exposed = readers_shown(ctx, self.params.messages, condition_id, replicate, round_, seeded, iv.round)
+            else:  # no posts: a seeder among the in-neighbours, whose stance every reader sees
+                index = network_in_index(ctx)
+                exposed = np.bincount(np.repeat(np.arange(index.n), index.in_degree()),
+                                      seeded[index.senders].astype(float), minlength=index.n) > 0
+            out["exposed_share"] = float(np.mean(exposed[others]))
         if iv.stance is not None and round_ >= iv.round and iv.round > 1:
             before = stances(ctx, condition_id, replicate, iv.round - 1)
             ok = others & np.isfinite(before) & np.isfinite(x)

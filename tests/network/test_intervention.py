@@ -85,3 +85,25 @@ def test_bad_intervention_is_named(people: Path, change: dict, field: str) -> No
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     assert err.value.field == field, str(err.value)
+
+
+def test_exposure_counts_only_readers_shown_the_post(tmp_path: Path) -> None:
+    """Agent 19 (most listeners) posts the injected message. Agents 0-4 hear only 19; agents 5-18
+    also hear 0-4, and with k = 2 (newest, then lowest ids) they are shown 0 and 1, never 19: so
+    5 of the 19 others are exposed, not all 19 who have 19 among their in-neighbours."""
+    ids = np.arange(20, dtype=np.int64)
+    people = write_table_atomic(pa.table({"agent_id": ids}), tmp_path / "people.parquet")
+    src = np.concatenate([np.full(19, 19), np.repeat(np.arange(5), 14)])
+    dst = np.concatenate([np.arange(19), np.tile(np.arange(5, 19), 5)])
+    edges = write_table_atomic(pa.table({"source": src.astype(np.int64), "target": dst.astype(np.int64)}),
+                               tmp_path / "edges.parquet")
+    treatment = {"round": 1, "seeders": "top_degree", "share": 0.05, "message": MESSAGE}
+    cfg = {"experiment": "cap", "population": {"personas": str(people)},
+           "network": {"kind": "edge_list", "path": str(edges), "directed": True},
+           "scenario": {"kind": "opinion", "messages": {"k": 2, "select": "recent"}, "intervention": treatment},
+           "backend": {"kind": "opinion_dynamics"}, "rounds": 3, "shard_size": 20, "seed": 1}
+    result = run(cfg, run_id="r", runs_root=tmp_path / "runs")
+    rounds = result.rounds().to_pandas().query("group == -1").sort_values("round")
+    assert rounds["outcome_exposed_share"].tolist() == [0.0, pytest.approx(5 / 19), 0.0]
+    posts = ds.dataset(result.run_dir / "messages", format="parquet").to_table().to_pandas()
+    assert posts.loc[posts["text"] == MESSAGE, "sender"].tolist() == [19]
