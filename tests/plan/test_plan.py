@@ -173,11 +173,13 @@ def test_ray_fleet_models_run_in_parallel(personas_path: Path, tiny_model: Path,
 def test_the_plan_is_the_flows_first_artifact(prefect_server: dict[str, str], personas_path: Path,
                                               tiny_model: Path, tiny_engine_options: dict, tmp_path: Path) -> None:
     """Through a real Prefect server: the experiment flow attaches the plan, keyed per run,
-    before any shard runs (a baseline beside a tiny LLM, so the plan has tokens to count)."""
+    before any shard runs (a baseline beside a tiny LLM on transformers, so the plan has tokens
+    to count without a vLLM engine's worker processes)."""
     import httpx
 
-    data = _config(personas_path, None, rounds=1,
-                   models=[{"label": "tiny", "backend": _llm(tiny_model, tiny_engine_options), "share": 1},
+    tiny = {"kind": "transformers", "model": str(tiny_model), "batch_size": 64}
+    data = _config(personas_path, None, rounds=1, shard_size=600, sampling={"max_tokens": 8},
+                   models=[{"label": "tiny", "backend": tiny, "share": 1},
                            {"label": "ch", "backend": {"kind": "behavioral"}, "share": 1}])
     data.pop("backend")
     config = tmp_path / "config.yaml"
@@ -193,11 +195,11 @@ def test_the_plan_is_the_flows_first_artifact(prefect_server: dict[str, str], pe
 
     runs = [fr for fr in post("/flow_runs/filter", {"limit": 50}) if fr["parameters"].get("run_id") == "p1"]
     assert runs
-    artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}},
-                                           "sort": "CREATED_ASC", "limit": 100})
+    artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}}, "limit": 100})
+    artifacts.sort(key=lambda a: a["created"])
     assert artifacts[0]["key"] == "plantest-p1-plan"  # the first artifact of the run
     text = artifacts[0]["data"]
-    assert "## Plan of plantest" in text and "| decisions | tiny | vllm | 300 |" in text
+    assert "## Plan of plantest" in text and "| decisions | tiny | transformers | 300 |" in text
     assert "behavioral (no LLM)" in text
 
 
