@@ -104,13 +104,25 @@ def round_posts(ctx: Any, condition_id: str, replicate: int, round_: int) -> Rou
 @dataclass(frozen=True)
 class Inbox:
     """The posts each agent of a batch reads: agent i's are ``indptr[i]:indptr[i+1]`` (at most
-    k, in display order); ``more[i]`` counts the posts it could have read but is not shown."""
+    k, in display order); ``more[i]`` counts the posts it could have read but is not shown.
+
+    The texts are gathered on first use (a prompt-free baseline never reads them; at 1M readers
+    the gather is ~0.5 s a round) and always before pickling, so a remote worker gets them."""
 
     indptr: np.ndarray
     senders: np.ndarray  # agent ids
     rounds: np.ndarray
-    texts: pa.Array
+    source: Any  # pa.Array of the texts, or a zero-argument function that gathers them
     more: np.ndarray
+
+    @property
+    def texts(self) -> pa.Array:
+        if callable(self.source):
+            object.__setattr__(self, "source", self.source())
+        return self.source
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "source": self.texts}
 
     def lines(self, i: int) -> list[str]:
         a, b = int(self.indptr[i]), int(self.indptr[i + 1])
@@ -131,7 +143,7 @@ class Inbox:
         idx = np.repeat(self.indptr[keep] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
             + np.arange(lengths.sum())
         return Inbox(np.concatenate([[0], np.cumsum(lengths)]), self.senders[idx], self.rounds[idx],
-                     self.texts.take(pa.array(idx)), self.more[keep])
+                     lambda: self.texts.take(pa.array(idx)), self.more[keep])
 
 
 @dataclass(frozen=True)
@@ -159,14 +171,16 @@ def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: in
         empty = np.zeros(0, np.int64)
         return Inbox(np.zeros(n + 1, np.int64), empty, np.zeros(0, np.int32), pa.array([], pa.string()), np.zeros(n, np.int64))
     parts, ref, part = shown.parts, shown.ref, shown.part
-    texts = [parts[j][4].texts.take(pa.array(ref[part == j])) for j in range(len(parts))]
-    if len(parts) == 1:
-        text = texts[0]
-    else:  # back into display order across rounds
-        text = pa.concat_arrays(texts).take(pa.array(np.argsort(np.argsort(part, kind="stable"), kind="stable")))
+
+    def gather() -> pa.Array:
+        if len(parts) == 1:
+            return parts[0][-1].texts.take(pa.array(ref))
+        texts = [parts[j][-1].texts.take(pa.array(ref[part == j])) for j in range(len(parts))]
+        # back into display order across rounds
+        return pa.concat_arrays(texts).take(pa.array(np.argsort(np.argsort(part, kind="stable"), kind="stable")))
     count = np.bincount(shown.r, minlength=n)
     ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
-    return Inbox(np.concatenate([[0], np.cumsum(count)]), ids[shown.s], shown.rnd, text, shown.total - count)
+    return Inbox(np.concatenate([[0], np.cumsum(count)]), ids[shown.s], shown.rnd, gather, shown.total - count)
 
 
 def readers_shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int,
@@ -193,26 +207,35 @@ def _shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: i
         posts = round_posts(ctx, condition_id, replicate, k)
         at = posts.at[senders]
         has = at >= 0
-        parts.append((rows[has], senders[has], np.full(int(has.sum()), k, np.int32), at[has], posts))
+        if has.all():  # everyone posted: no copies
+            parts.append((rows, senders, at, posts))
+        else:
+            parts.append((rows[has], senders[has], at[has], posts))
     if not parts:
         return None
-    r = np.concatenate([p[0] for p in parts])
-    s = np.concatenate([p[1] for p in parts])
-    rnd = np.concatenate([p[2] for p in parts])
-    ref = np.concatenate([p[3] for p in parts])
-    part = np.concatenate([np.full(p[0].size, j, np.int32) for j, p in enumerate(parts)])
-    ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
+    if len(parts) == 1:
+        r, s, ref = parts[0][:3]
+        rnd = np.full(r.size, round_ - 1, np.int32)
+        part = np.zeros(r.size, np.int32)
+    else:
+        r = np.concatenate([p[0] for p in parts])
+        s = np.concatenate([p[1] for p in parts])
+        ref = np.concatenate([p[2] for p in parts])
+        rnd = np.concatenate([np.full(p[0].size, round_ - 1 - j, np.int32) for j, p in enumerate(parts)])
+        part = np.concatenate([np.full(p[0].size, j, np.int32) for j, p in enumerate(parts)])
+    order = None
     if settings.select == "sample":
+        ids = ctx.personas["agent_id"].to_numpy().astype(np.int64)
         cond = ctx.conditions[condition_id].index
         h = combine(ctx.config.seed, cond, replicate, round_, ids[lo + r], ids[s], rnd, salt=_SAMPLE_SALT)
         order = np.lexsort((h, r))
-    elif len(parts) == 1:
-        order = np.arange(r.size)  # one round, CSR already sorted by reader then sender
-    else:
+    elif len(parts) > 1:  # one round: the CSR is already sorted by reader then sender
         order = np.lexsort((s, -rnd.astype(np.int64), r))
-    r, s, rnd, ref, part = r[order], s[order], rnd[order], ref[order], part[order]
+    if order is not None:
+        r, s, rnd, ref, part = r[order], s[order], rnd[order], ref[order], part[order]
     total = np.bincount(r, minlength=n)
-    starts = np.concatenate([[0], np.cumsum(total)[:-1]])
-    rank = np.arange(r.size) - starts[r]
-    keep = rank < settings.k
+    if total.max(initial=0) <= settings.k:  # nobody has more than k: everything is shown
+        return _Shown(r, s, rnd, ref, part, total, parts)
+    starts = np.cumsum(total) - total
+    keep = np.arange(r.size) - starts[r] < settings.k
     return _Shown(r[keep], s[keep], rnd[keep], ref[keep], part[keep], total, parts)

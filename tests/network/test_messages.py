@@ -83,6 +83,15 @@ def test_three_shards_equal_one_shard_with_messages(people: Path, tmp_path: Path
         boxes = [shard_inputs(ctx, "c000", 0, 3, s).history.peers.messages for s in range(ctx.n_shards)]
         seen.append([line for b in boxes for i in range(len(b.more)) for line in b.lines(i)])
     assert seen[0] == seen[1] and any("more posts not shown" in line for line in seen[0])
+    # texts are gathered lazily, but a pickled inbox (a remote worker's) carries them
+    import pickle
+
+    fresh = shard_inputs(load_context(three.run_dir), "c000", 0, 3, 1).history.peers.messages
+    assert callable(fresh.source)
+    sent = pickle.loads(pickle.dumps(fresh))
+    assert isinstance(sent.source, pa.Array)
+    assert [line for i in range(len(sent.more)) for line in sent.lines(i)] == \
+        [line for i in range(len(fresh.more)) for line in fresh.lines(i)] != []
 
 
 def test_an_agent_with_50000_in_neighbours_reads_at_most_k(tmp_path: Path) -> None:
