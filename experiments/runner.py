@@ -114,7 +114,7 @@ def execute(handle: RunHandle, progress: Progress | None = None) -> None:
         return
     total = len(handle.cells) * handle.rounds * handle.n_shards
     done = 0
-    workers = max(1, min(handle.max_concurrent_shards, handle.n_shards))
+    workers = max(1, min(max(handle.max_concurrent_shards, _overlap(handle)), handle.n_shards))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
         for cid, rep in handle.cells:
             for k in range(1, handle.rounds + 1):
@@ -130,6 +130,14 @@ def execute(handle: RunHandle, progress: Progress | None = None) -> None:
                     settle_round(handle.run_dir, cid, rep, k)
                 if progress:
                     progress(done, total)
+
+
+def _overlap(handle: RunHandle) -> int:
+    """2 when every model's backend serialises its own engine calls (``pipelined``): then shard
+    k+1 is rendered, and shard k-1 parsed and written, while the engine runs shard k."""
+    ctx = load_context(handle.run_dir)
+    configs = [cfg for cid in ctx.conditions for _, cfg in ctx.models(cid)[0]]
+    return 2 if configs and all(getattr(cfg, "pipelined", False) for cfg in configs) else 1
 
 
 def run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | None = None,

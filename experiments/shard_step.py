@@ -227,7 +227,8 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
             continue
         t0 = time.perf_counter()
         out, messages = _ask(ctx, scenario, condition_id, mask, ids, groups, seeds, personas, history, backend_config)
-        seconds = time.perf_counter() - t0
+        # not the time it queued behind another shard on the same engine (overlapped shards)
+        seconds = time.perf_counter() - t0 - float(out.stats.get("engine_wait_s", 0.0))
         if messages is not None:  # the audit trail: each distinct prompt and message once
             hashes, prompts, prompt_messages = prompt_tables(messages)
             prompt_hash = pc.replace_with_mask(prompt_hash, pa.array(mask), hashes) if not mask.all() else hashes

@@ -42,8 +42,15 @@ class SimulatedGPUConfig(BackendSettings):
     fixed_latency_s: float = Field(0.05, ge=0, description="per-batch cost (scheduling, prefill start)")
     output_tokens: int = Field(1, ge=1, description="tokens per answer (P1: about 1)")
     render_prompts: bool = Field(False, description="let the runner build prompts (CPU cost of a real LLM run)")
+    json_answers: bool = Field(False, description="answer JSON texts the scenario parses, as an LLM engine "
+                               "does (else values, no parsing)")
     engines: int = Field(1, ge=1, description="engines this instance models, each serving one batch at a time")
     time_scale: float = Field(1.0, gt=0, description="sleeps are divided by this (modelled s = wall s x time_scale)")
+
+    @property
+    def pipelined(self) -> bool:
+        """One more shard may be prepared while the engines run (each engine takes one at a time)."""
+        return True
 
     @property
     def parallel_batches(self) -> int:
@@ -73,18 +80,25 @@ class SimulatedGPUBackend:
         lo, hi = float(batch.context.get("lo", 0.0)), float(batch.context.get("hi", 100.0))
         values = np.round(lo + (hi - lo) * uniforms(batch.seeds, _STREAM_VALUE), 0)
         seconds = self.batch_seconds(n) if n else 0.0
+        waited = time.perf_counter()
         with self._engines:
+            wait = time.perf_counter() - waited
             time.sleep(seconds / self.config.time_scale)
         in_tokens = (np.fromiter((sum(len(m["content"]) for m in chat) // 4 for chat in batch.messages),
                                  dtype=np.int64, count=n) if batch.messages is not None else np.zeros(n, np.int64))
+        if self.config.json_answers:  # what vLLM returns under the answer schema: text only, parsed later
+            key = _answer_key(batch.answer_schema)
+            texts = [f'{{"{key}": {v:g}}}' for v in values.tolist()]
+        else:
+            texts = [f"{v:g}" for v in values.tolist()]
         return ResponseBatch(
-            texts=[f"{v:g}" for v in values.tolist()],
+            texts=texts,
             input_tokens=in_tokens,
             output_tokens=np.full(n, self.config.output_tokens, np.int64),
             latency_s=np.full(n, seconds / max(n, 1)),
             errors=[None] * n,
-            values=values,
-            stats={"batch_seconds": seconds},
+            values=None if self.config.json_answers else values,
+            stats={"batch_seconds": seconds, "engine_wait_s": wait},
         )
 
     def close(self) -> None:
@@ -92,3 +106,9 @@ class SimulatedGPUBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **self.config.model_dump(mode="json")}
+
+
+def _answer_key(schema: dict[str, Any] | None) -> str:
+    """The answer field to fill: the schema's last property (the number after any reasoning)."""
+    props = list((schema or {}).get("properties") or {})
+    return props[-1] if props else "guess"

@@ -78,6 +78,11 @@ class VLLMBackendConfig(LocalModelSettings):
         options.update(self.engine_kwargs)
         return {key: value for key, value in options.items() if value is not None}
 
+    @property
+    def pipelined(self) -> bool:
+        """One more shard may be prepared while the engine runs one (``chat`` calls are serialised)."""
+        return True
+
     def build(self) -> "VLLMBackend":
         return VLLMBackend(self)
 
@@ -86,6 +91,14 @@ class VLLMBackendConfig(LocalModelSettings):
 
 _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
+_CHAT_LOCKS: dict[int, threading.Lock] = {}  # id(engine) -> one LLM.chat at a time on that engine
+
+
+def _chat_lock(engine: Any) -> threading.Lock:
+    """The lock that serialises ``chat`` calls on one engine: ``vllm.LLM`` is not thread-safe, and
+    holding only the call lets another shard render its prompts and parse its answers meanwhile."""
+    with _ENGINES_LOCK:
+        return _CHAT_LOCKS.setdefault(id(engine), threading.Lock())
 
 
 def _cache_key(options: dict[str, Any]) -> str:
@@ -239,11 +252,14 @@ class VLLMBackend:
             return ResponseBatch.failed(0, "")
         params = self._sampling_params(batch)
         engine = self.engine
-        started = time.perf_counter()
+        waited = time.perf_counter()
+        lock = _chat_lock(engine)
         try:
-            outputs = engine.chat(
-                batch.messages, params, use_tqdm=False, chat_template=self._chat_template
-            )
+            with lock:  # another shard may be rendered or parsed meanwhile (overlap)
+                started = time.perf_counter()
+                outputs = engine.chat(
+                    batch.messages, params, use_tqdm=False, chat_template=self._chat_template
+                )
         except Exception as exc:
             if _is_validation_error(exc):
                 raise BackendError(
@@ -252,7 +268,9 @@ class VLLMBackend:
             logger.exception("vLLM engine failed on a shard of %d requests (%s)", n, self.config.model)
             return ResponseBatch.failed(n, f"vllm engine error ({self.config.model}): {exc}")
         elapsed = time.perf_counter() - started
-        return _to_responses(outputs, elapsed)
+        out = _to_responses(outputs, elapsed)
+        out.stats["engine_wait_s"] = started - waited  # queued behind another shard: not engine time
+        return out
 
     def describe(self) -> dict[str, Any]:
         options = {k: v for k, v in self._options.items() if k != "model"}

@@ -76,6 +76,7 @@ class _Pool:
     engines: list[_Engine] = field(default_factory=list)
     queue: deque[_Task] = field(default_factory=deque)
     parallel: int = 1  # batches one actor serves at once (a simulated node of several engines)
+    pipelined: bool = False  # one more shard is prepared while the engine(s) run (overlap)
 
     def live(self) -> list[_Engine]:
         return [e for e in self.engines if e.alive]
@@ -96,7 +97,8 @@ def _pools(ctx: RunContext) -> tuple[list[_Pool], dict[tuple[str, int], int]]:
             key = json.dumps(dump, sort_keys=True)
             if key not in keys:
                 keys[key] = len(pools)
-                pools.append(_Pool(label, dump, parallel=int(getattr(cfg, "parallel_batches", 1))))
+                pools.append(_Pool(label, dump, parallel=int(getattr(cfg, "parallel_batches", 1)),
+                                   pipelined=bool(getattr(cfg, "pipelined", False))))
             elif label not in pools[keys[key]].label.split("+"):
                 pools[keys[key]].label += f"+{label}"
             where[(cid, m)] = keys[key]
@@ -151,7 +153,7 @@ class RayExecutor:
                 actor = worker.options(
                     name=name, namespace=NAMESPACE, num_gpus=self.dispatch.gpus_per_engine,
                     num_cpus=self.dispatch.num_cpus_per_engine, max_restarts=self.dispatch.max_restarts,
-                    max_task_retries=0, max_concurrency=pool.parallel,
+                    max_task_retries=0, max_concurrency=pool.parallel + int(pool.pipelined),
                 ).remote(spec, pool.backend, name)
                 pool.engines.append(_Engine(name, actor))
         started = time.perf_counter()
