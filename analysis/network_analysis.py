@@ -55,7 +55,9 @@ def stance_trajectories(run_dir: str | Path, by: str = "condition_id") -> pd.Dat
 def diffusion(run_dir: str | Path) -> pd.DataFrame:
     """Per condition, replicate and round: the share of agents (seeders left out) who by then could
     have read an injected message, i.e. an in-neighbour posted it in an earlier round within the
-    posts' window; conditions without an intervention are left out."""
+    posts' window; conditions without an intervention are left out. An upper bound where readers
+    have more than k posts: who was actually shown it (the k cap applied) is the run's
+    ``outcome_exposed_share`` per round (``round_outcomes``)."""
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     edges, directed = _network(run_dir)
@@ -244,8 +246,9 @@ def network_figures(run_dir: str | Path, attribute: str | None = None, max_panel
         ax.legend(title="condition", fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         figures.append(ReportFigure("Diffusion of the injected message", fig,
                                     alt="share of agents an injected message reached per round, one line per condition",
-                                    caption="share of the other agents with a seeder among their in-neighbours while "
-                                            "the post was readable, replicates averaged (the k cap aside)"))
+                                    caption="cumulative share of the other agents with a seeder among their "
+                                            "in-neighbours while the post was readable, replicates averaged; an upper "
+                                            "bound under the k cap (exposed_share in the outcomes table: those shown it)"))
     dist = degree_distribution(run_dir)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     shown = dist[dist["degree"] > 0]
