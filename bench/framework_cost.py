@@ -25,7 +25,8 @@ Projected efficiency = engine time / (engine time + framework time the engine wa
 Then it checks the projection by measurement: the same run on ``simulated_gpu`` engines that
 really take n / throughput seconds per batch, one shard at a time and two in flight, locally and
 (``--ray``) on one Ray engine actor. Measured efficiency = the engine's modelled busy time / wall
-time of the run (startup excluded on Ray). Times are disturbed by whatever else runs on the
+time of the run (on Ray: the cluster is started before and stopped after the timed runs, and
+the engine actor's start-up is left out). Times are disturbed by whatever else runs on the
 machine (the stage CPU times much less than the measured efficiencies).
 
 Usage: .venv/bin/python bench/framework_cost.py [--agents 20000] [--shard-size 2000] [--rounds 2]
@@ -238,6 +239,11 @@ def main() -> None:
         at = projected(1000 / 1300, total, shards, True)
         print(f"  target >= 0.95 at 1,300/s with overlap (local): {'met' if at >= 0.95 else 'MISSED'} ({at:.3f})")
 
+        if args.ray and args.measure:
+            import ray
+
+            # connected here, so a run does not shut the cluster down inside its timed wall
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
         for rate in args.measure:
             print(f"\nmeasured with an engine sleeping n/{rate:g} s per batch (efficiency = busy / wall):")
             setups = [("local", {})]
@@ -251,6 +257,8 @@ def main() -> None:
                     eff = measured(cfg, runs, f"{where[:5]}-{overlap}-{rate:g}", rate, overlap)
                     label = f"{where}, {'two shards in flight' if overlap else 'one shard at a time'}"
                     print(f"  {label:40s} {eff:.3f}")
+        if args.ray and args.measure:
+            ray.shutdown()
 
 
 if __name__ == "__main__":
