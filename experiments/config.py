@@ -14,6 +14,7 @@ from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from crowdlab import yaml_io
 from crowdlab.experiments.answers import ANSWER_TAGS
@@ -26,8 +27,48 @@ from crowdlab.experiments.scenarios import ScenarioConfig
 FACTOR_ROOTS = ("scenario", "backend", "models", "sampling")
 
 
+class BackgroundsConfig(BaseModel):
+    """LLM-written backgrounds generated inside the run (``<run_dir>/population/``), resumable.
+
+    The spec's ``background:`` section says what to write and how the gate checks it; this says
+    which backend writes (a backend mapping, or the path of a backend YAML, read when the config
+    is loaded) and how many personas one shard (one resumable task) holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: dict[str, Any] | None = Field(
+        None, description="backend config (a mapping with a kind) or path to a backend YAML; "
+                          "empty: the spec's background.backend")
+    shard_size: int = Field(10_000, ge=1, description="personas per background shard (one task each)")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _read_backend(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            file = Path(value)
+            if not file.is_file():
+                raise _plain(f"file not found: {file}")
+            try:
+                value = yaml_io.safe_load(file.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise _plain(f"{file} is not valid YAML: {exc}") from None
+            if not isinstance(value, dict):
+                raise _plain(f"{file} does not hold a mapping")
+        if isinstance(value, dict) and "kind" not in value:
+            raise _plain("a backend needs a kind (vllm, openai, transformers, echo)")
+        return value
+
+
+def _plain(message: str) -> PydanticCustomError:
+    """A validator error whose message pydantic shows as written (no "Value error, " prefix)."""
+    return PydanticCustomError("invalid", message)
+
+
 class PopulationConfig(BaseModel):
-    """Either a population spec to sample (``spec`` + ``n`` + ``seed``) or a persona Parquet."""
+    """Either a population spec to sample (``spec`` + ``n`` + ``seed``) or a persona Parquet.
+
+    With ``backgrounds`` (spec only), the run first writes each persona's background with an
+    LLM into its own folder (``population/``), then the experiment reads that table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,6 +76,7 @@ class PopulationConfig(BaseModel):
     n: int | None = Field(None, ge=1)
     seed: int = 0
     personas: str | None = None
+    backgrounds: BackgroundsConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "PopulationConfig":
@@ -42,6 +84,8 @@ class PopulationConfig(BaseModel):
             raise ValueError("give exactly one of 'spec' (with 'n') or 'personas'")
         if self.spec is not None and self.n is None:
             raise ValueError("'n' is required with 'spec'")
+        if self.backgrounds is not None and self.spec is None:
+            raise ValueError("backgrounds: needs 'spec' (backgrounds are written for a sampled population)")
         return self
 
 

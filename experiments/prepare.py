@@ -33,6 +33,10 @@ from crowdlab.parquet_io import write_table_atomic
 
 log = logging.getLogger(__name__)
 
+#: Where a run with ``population.backgrounds`` generates its personas (the personas generator's
+#: own layout: manifest.json, shards/, personas.parquet); kept across prepares, resumable.
+POPULATION_DIR = "population"
+
 
 class RunHandle(BaseModel):
     """Small, serialisable description of a prepared run (what a Prefect flow passes around)."""
@@ -55,10 +59,17 @@ def as_config(config: ExperimentConfig | dict[str, Any] | str | Path) -> Experim
     return validate_config(config)
 
 
-def load_population(config: ExperimentConfig) -> pa.Table:
-    """Sample the spec or read the persona Parquet named by ``config.population``."""
+def load_population(config: ExperimentConfig, run_dir: str | Path | None = None) -> pa.Table:
+    """Sample the spec or read the persona Parquet named by ``config.population``.
+
+    With ``population.backgrounds`` the table is the one generated (or finished, when an earlier
+    attempt was interrupted) in ``<run_dir>/population/``."""
     pop = config.population
-    if pop.personas is not None:
+    if pop.backgrounds is not None:
+        if run_dir is None:
+            raise ConfigError("population.backgrounds", "backgrounds are generated inside a run folder")
+        table = pq.read_table(generate_population(config, run_dir))
+    elif pop.personas is not None:
         path = Path(pop.personas)
         if not path.is_file():
             raise ConfigError("population.personas", f"file not found: {path}")
@@ -86,6 +97,115 @@ def _load_spec(path: Path) -> Any:
         raise ConfigError("population.spec", f"{path}: {exc}") from None
 
 
+def background_backend(config: ExperimentConfig) -> dict[str, Any]:
+    """The backgrounds' backend config: ``population.backgrounds.backend``, else the spec's own;
+    checked (kind, fields, model folder, key variables) without starting an engine."""
+    field = "population.backgrounds.backend"
+    spec = _load_spec(Path(config.population.spec or ""))
+    assert config.population.backgrounds is not None
+    if spec.background is None:
+        raise ConfigError("population.backgrounds", f"spec {config.population.spec} has no background: section "
+                          "(what to write and how the gate checks it; see data/populations/backgrounds_demo.yaml)")
+    backend = config.population.backgrounds.backend or spec.background.backend
+    if backend is None:
+        raise ConfigError(field, "no backend: set it here or as background.backend in the spec")
+    if backend.get("kind") == "echo":
+        from crowdlab.personas.backgrounds.echo_backend import EchoConfig
+
+        try:
+            EchoConfig.model_validate(backend)
+        except ValueError as exc:
+            raise ConfigError(field, f"invalid echo backend: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+        return dict(backend)
+    from crowdlab.experiments.backends import backend_config
+
+    try:
+        settings = backend_config(backend)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        first = errors()[0] if callable(errors) else None
+        raise ConfigError(field, f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc)) from None
+    try:
+        _check_backend(settings)
+    except UserError as exc:
+        raise ConfigError(field, exc.message) from None
+    return dict(backend)
+
+
+def population_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / POPULATION_DIR
+
+
+def _generation_matches(out: Path, config: ExperimentConfig, backend: dict[str, Any]) -> bool:
+    """The population folder was made for this spec, n, seed, shard size and backend."""
+    try:
+        found = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    pop = config.population
+    assert pop.backgrounds is not None
+    wanted = {"spec_hash": _load_spec(Path(pop.spec or "")).spec_hash, "n": pop.n, "seed": pop.seed,
+              "shard_size": pop.backgrounds.shard_size, "backend_config": backend}
+    return all(found.get(k) == v for k, v in wanted.items())
+
+
+def new_run_id(config: ExperimentConfig) -> str:
+    """A new run id from the time and the config (what ``prepare_run`` picks when given none)."""
+    return _new_run_id(config_hash(config.model_dump(mode="json")))
+
+
+def open_population(config: ExperimentConfig, run_id: str, runs_root: str | Path, overwrite: bool = False) -> Path:
+    """The folder the run's backgrounds go to, ready to generate into (or to resume).
+
+    Refuses a run-id clash like ``prepare_run``. When the run folder is not resumed (new, left
+    by an interrupted prepare, or replaced), a population folder made for another spec, n, seed,
+    shard size or backend is removed; one made for this run stays, and its shards are reused."""
+    run_dir = run_path(runs_root, config.experiment, run_id)
+    out = population_path(run_dir)
+    backend = background_backend(config)
+    if not _resumes(run_dir, run_id, config_hash(config.model_dump(mode="json")), overwrite):
+        _drop_other_generation(out, config, backend)
+    return out
+
+
+def _drop_other_generation(out: Path, config: ExperimentConfig, backend: dict[str, Any]) -> None:
+    if out.exists() and not _generation_matches(out, config, backend):
+        log.info("removing %s: it was generated for another population or backend", out)
+        shutil.rmtree(out)
+
+
+def population_done(run_dir: str | Path) -> bool:
+    """The run's population folder is complete (its personas.parquet written and recorded)."""
+    out = population_path(run_dir)
+    try:
+        done = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("status") == "done"
+    except (OSError, ValueError):
+        return False
+    return done and (out / "personas.parquet").is_file()
+
+
+def generate_population(config: ExperimentConfig, run_dir: str | Path, on_shard: Any = None) -> Path:
+    """Sample the personas and write their backgrounds (with the gate) into ``<run_dir>/population``,
+    skipping the shards already written; returns its personas.parquet. Called only where the
+    run folder is (re)prepared: a population folder of another generation is replaced."""
+    from crowdlab.personas.backgrounds import generate as gen
+    from crowdlab.personas.sampling.errors import SpecError
+
+    pop = config.population
+    assert pop.backgrounds is not None
+    out = population_path(run_dir)
+    backend = background_backend(config)
+    _drop_other_generation(out, config, backend)
+    if population_done(run_dir):
+        return out / gen.FINAL
+    try:
+        return gen.generate(_load_spec(Path(pop.spec or "")), int(pop.n or 0), pop.seed, out,
+                            backend=backend, shard_size=pop.backgrounds.shard_size,
+                            on_shard=on_shard)
+    except SpecError as exc:
+        raise ConfigError(f"population.{exc.field}" if exc.field else "population", exc.problem) from None
+
+
 def _population_columns(config: ExperimentConfig) -> list[str]:
     """The persona table's columns, known without sampling it (spec) or reading it (Parquet schema)."""
     pop = config.population
@@ -103,7 +223,13 @@ def _population_columns(config: ExperimentConfig) -> list[str]:
     path = Path(pop.spec or "")
     if not path.is_file():
         raise ConfigError("population.spec", f"file not found: {path}")
-    return ["agent_id", *(a.name for a in _load_spec(path).attributes)]
+    names = ["agent_id", *(a.name for a in _load_spec(path).attributes)]
+    if pop.backgrounds is not None:
+        from crowdlab.personas.backgrounds.write import BACKGROUND_FIELDS
+
+        background_backend(config)
+        names += [f.name for f in BACKGROUND_FIELDS]
+    return names
 
 
 def _population_size(config: ExperimentConfig) -> int | None:
@@ -116,11 +242,29 @@ def _population_size(config: ExperimentConfig) -> int | None:
 
 def _partial_only(run_dir: Path) -> bool:
     """True when a folder without a manifest holds only what an interrupted prepare leaves:
-    leftover ``.tmp`` files and the persona table (crowdlab before 0.1 wrote it first)."""
+    leftover ``.tmp`` files, the persona table (crowdlab before 0.1 wrote it first) and the
+    population folder a run with backgrounds generates first."""
     for item in run_dir.rglob("*"):
-        if item.is_file() and not (_is_tmp(item) or item.relative_to(run_dir) == PERSONAS):
+        rel = item.relative_to(run_dir)
+        if item.is_file() and not (_is_tmp(item) or rel == PERSONAS or rel.parts[0] == POPULATION_DIR):
             return False
     return True
+
+
+def _clear_run_dir(run_dir: Path, keep_population: bool) -> None:
+    """Delete a run folder being prepared again; its generated population stays when this run uses it."""
+    if not run_dir.exists():
+        return
+    if not keep_population:
+        shutil.rmtree(run_dir)
+        return
+    for item in run_dir.iterdir():
+        if item.name == POPULATION_DIR:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def _is_tmp(path: Path) -> bool:
@@ -319,15 +463,14 @@ def prepare_run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: 
             manifest["network"] = write_network(run_dir, config.network, personas, None, config.seed)
         log.info("resuming run %s (attempt %d)", run_id, manifest["attempts"])
     else:
-        personas = load_population(config)
+        personas = load_population(config, run_dir)
         check_personas(personas.column_names, conditions)
         graph = None
         if config.network is not None:  # built (and checked: unknown ids, ranges) before anything is written
             from crowdlab.experiments.network import build_network
 
             graph = build_network(config.network, personas, config.seed)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+        _clear_run_dir(run_dir, keep_population=config.population.backgrounds is not None)
         manifest = _manifest(config, conditions, run_id, digest, personas.num_rows)
         write_manifest(run_dir, manifest)
         write_table_atomic(personas, run_dir / PERSONAS)

@@ -136,9 +136,13 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
                 add_progress_listener(on_progress)
                 try:
                     # seal: credentials in --set values stay in memory, out of Prefect's database
-                    outcome = pipeline.experiment_flow(str(config), run_id=run_id, runs_root=str(runs_root),
-                                                       overwrite=overwrite, overrides=seal(overrides) or None,
-                                                       report=report)
+                    if checked.population.backgrounds is not None:  # population -> experiment -> analysis
+                        outcome = pipeline.pipeline_flow(str(config), run_id=run_id, runs_root=str(runs_root),
+                                                         overwrite=overwrite, overrides=seal(overrides) or None)
+                    else:
+                        outcome = pipeline.experiment_flow(str(config), run_id=run_id, runs_root=str(runs_root),
+                                                           overwrite=overwrite, overrides=seal(overrides) or None,
+                                                           report=report)
                 finally:
                     remove_progress_listener(on_progress)
                 run_dir = Path(outcome["run_dir"])
@@ -146,8 +150,12 @@ def _run(config: Path, run_id: Optional[str], runs_root: Path, overwrite: bool, 
             else:
                 cfg = experiments.load_config(config, overrides)
                 run_dir = experiments.run(cfg, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
-                                          progress=on_progress).run_dir
+                                          progress=on_progress).run_dir  # backgrounds first, when asked
                 report_path = None
+                if cfg.population.backgrounds is not None:  # the pipeline's analysis stage
+                    from crowdlab.analysis import write_report
+
+                    report_path = write_report(run_dir)
     except experiments.UserError as exc:
         fail(exc.render(cli=True))
     except experiments.ShardFailedError as exc:
@@ -186,7 +194,7 @@ def run_command(
         run_id, overrides = fresh_replicate(run_id, overrides)
     check_run_limits(config, overrides, runs_root, max_cost, max_calls, price_gpu_hour, price_per_mtok, throughput)
     run_dir, written = _run(config, run_id, runs_root, overwrite, overrides, prefect, verbose, report_)
-    if report_:
+    if report_ or written:
         from crowdlab.analysis import write_report
 
         console.print(f"report: {written or write_report(run_dir)}")

@@ -9,6 +9,7 @@ LLM engine (``generate.backend_for``), and an engine already batches a whole sha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,19 @@ def personas_flow(
     total = len(gen.load_plan(out_dir).bounds)
     done = total - len(pending)
     notify(done, total)
+    if not pending and _combined(out_dir):  # a finished folder: nothing to write, no engine to start
+        return str(Path(out_dir) / gen.FINAL)
     for index in pending:
         shard_task.submit(out_dir, index).result()
         done += 1
         notify(done, total)
     return combine_task(out_dir)
+
+
+def _combined(out_dir: str) -> bool:
+    """The folder's shards were already combined into personas.parquet (manifest status done)."""
+    manifest = json.loads((Path(out_dir) / gen.MANIFEST).read_text(encoding="utf-8"))
+    return manifest.get("status") == "done" and (Path(out_dir) / gen.FINAL).is_file()
 
 
 def run_local(spec_path: str | Path, n: int, seed: int, out_dir: str | Path, shard_size: int = 10_000,

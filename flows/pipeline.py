@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from crowdlab import experiments
 from crowdlab.experiments.config import fresh_replicate
 from crowdlab.experiments.errors import is_retryable
-from crowdlab.experiments.redaction import unseal
+from crowdlab.experiments.redaction import seal, unseal
 from crowdlab.experiments.runner import mark_failed
 from crowdlab.flows.progress import notify
 from crowdlab.experiments.storage import round_part_path
@@ -100,6 +100,13 @@ def link_report(path: str | Path, experiment: str, run_id: str) -> None:
     create_link_artifact(link=Path(path).resolve().as_uri(), link_text=Path(path).name,
                          key=_artifact_key("report", experiment, run_id),
                          description=f"HTML report of run {run_id} ({experiment})")
+
+
+def link_run_folder(run_dir: str | Path, experiment: str, run_id: str) -> None:
+    """The run folder (decisions, rounds, population, manifest) as a link artifact, keyed per run."""
+    create_link_artifact(link=Path(run_dir).resolve().as_uri(), link_text=f"{experiment}/{run_id}",
+                         key=_artifact_key("run-folder", experiment, run_id),
+                         description=f"Run folder of {run_id} ({experiment}): Parquet tables and manifest")
 
 
 def _round_rows(run_dir: str, condition_id: str, replicate: int, round_: int) -> list[dict[str, Any]]:
@@ -256,12 +263,84 @@ def report_flow(run_dir: str, out: str | None = None) -> str:
         run_dir: A run folder, <runs_root>/<experiment>/<run_id>.
         out: Where to write the HTML file; empty: report.html in the run folder.
     """
+    return _report_and_links(run_dir, out)
+
+
+def _report_and_links(run_dir: str, out: str | None) -> str:
     from crowdlab.analysis import write_report
 
     path = write_report(run_dir, out)
     experiment, run_id = Path(run_dir).parent.name, Path(run_dir).name
     link_report(path, experiment, run_id)
+    link_run_folder(run_dir, experiment, run_id)
     create_markdown_artifact(key=_artifact_key("report", experiment, run_id, "summary"),
                              markdown=run_summary_markdown(run_dir), description=f"Report written to {path}")
     get_run_logger().info("report written to %s", path)
     return str(path)
+
+
+def analysis_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    run_dir = Path(str(flow_run.parameters.get("run_dir", "run")))
+    return f"analysis {run_dir.parent.name}/{run_dir.name}"
+
+
+@flow(name="crowdlab-analysis", flow_run_name=analysis_run_name, log_prints=False)
+def analysis_flow(run_dir: str, out: str | None = None) -> str:
+    """The pipeline's last stage: the HTML report, its summary, and links to it and the run folder."""
+    return _report_and_links(run_dir, out)
+
+
+# -- the pipeline: population -> experiment -> analysis ----------------------------------------
+
+@task(name="check-pipeline", cache_policy=NO_CACHE)
+def check_pipeline_task(config: dict[str, Any], run_id: str, runs_root: str, overwrite: bool) -> str:
+    """Every check of the three stages before any of them works: config, persona columns the
+    scenario needs (backgrounds included), backends of both stages, run-id clash; then the
+    population folder, cleared of another generation's shards. Returns that folder."""
+    from crowdlab.experiments.prepare import open_population
+
+    checked = experiments.preflight(config, run_id, runs_root, overwrite)
+    return str(open_population(checked, run_id, runs_root, overwrite))
+
+
+@flow(name="crowdlab-pipeline", flow_run_name=experiment_run_name, log_prints=False)
+def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.yaml", run_id: str | None = None,
+                  runs_root: str = "data/runs", overwrite: bool = False,
+                  overrides: dict[str, Any] | None = None, fresh_seed: bool = False) -> dict[str, Any]:
+    """Population (sampling, LLM backgrounds, the gate) -> experiment -> analysis, in one run folder.
+
+    The backgrounds go to ``<run_dir>/population/`` one task per shard; an interrupted pipeline
+    run again with the same run id skips the shards, rounds and report already written.
+
+    Args:
+        config_path: Experiment config (YAML) with ``population.backgrounds``, relative to the checkout.
+        run_id: Run id; an existing id with the same config resumes. Empty: a new id from the time and config.
+        runs_root: Folder that holds <experiment>/<run_id>/.
+        overwrite: Replace an existing run id that has a different config.
+        overrides: Config fields to replace by dotted name, e.g. {"population.n": 500}.
+        fresh_seed: Start a new replicate: a new run id and a seed derived from it.
+    """
+    from crowdlab.experiments.prepare import new_run_id
+    from crowdlab.flows.personas_flow import personas_flow
+
+    overrides = unseal(dict(overrides or {}))
+    if fresh_seed:
+        run_id, overrides = fresh_replicate(run_id, overrides)
+    config = experiments.load_config(config_path, overrides)
+    pop = config.population
+    if pop.backgrounds is None:
+        raise experiments.ConfigError("population.backgrounds", "the pipeline generates backgrounds: add "
+                                      "population.backgrounds, or run the experiment flow")
+    run_id = run_id or new_run_id(config)
+    out = check_pipeline_task(config.model_dump(mode="json"), run_id, runs_root, overwrite)
+    from crowdlab.experiments.prepare import background_backend
+
+    personas_flow(str(pop.spec), int(pop.n or 0), pop.seed, out, pop.backgrounds.shard_size,
+                  background_backend(config))
+    outcome = experiment_flow(config_path, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
+                              overrides=seal(overrides) or None)
+    outcome["report"] = analysis_flow(outcome["run_dir"])
+    outcome["population"] = out
+    return outcome
