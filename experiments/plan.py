@@ -449,7 +449,7 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
                     ids = chat_token_ids(tok[0], tok[1], round_chats)
                     a["prompt"] += float(np.mean([len(i) for i in ids])) * int(count) * reps
                     a["prefix"] += common_prefix(ids) * int(count) * reps
-    stages: list[StagePlan] = []
+    stages: list[StagePlan] = [] if config.population.backgrounds is None else [_backgrounds_stage(config, notes)]
     overhead_per_shard_round: list[float] = []
     shard_rounds = len(conditions) * reps * rounds * n_shards
     for a in acc.values():
@@ -524,6 +524,28 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     if not llm_stages:
         plan.notes.insert(0, "no LLM: every model is a rule-based or simulated backend")
     return plan
+
+
+def _backgrounds_stage(config: ExperimentConfig, notes: list[str]) -> StagePlan:
+    """The population's backgrounds: per persona one writer and one reader (gate) call per try.
+
+    Planned with one try each (a retry follows only a text the gate rejects); the note gives the
+    most the gate's ``max_tries`` allows. Time and tokens of this stage are not estimated yet."""
+    from crowdlab.experiments.prepare import background_backend
+    from crowdlab.personas import load_spec
+
+    backend = background_backend(config)
+    spec = load_spec(config.population.spec)
+    n = int(config.population.n or 0)
+    max_tries = spec.background.gate.max_tries if spec.background is not None else 1
+    llm = backend.get("kind") in LLM_KINDS
+    label = str(backend.get("label") or backend.get("model") or backend["kind"])
+    notes.append(f"backgrounds: {n:,} personas x (writer + reader) = {2 * n:,} calls with one try each, at most "
+                 f"{2 * n * max_tries:,} with the gate's {max_tries} tries"
+                 + ("; their wall time and tokens are not estimated" if llm else ""))
+    return StagePlan(stage="backgrounds", model=label, kind=backend["kind"], llm=llm, calls=2 * n,
+                     calls_per_round=2 * n, wall_s=None if llm else 0.0,
+                     throughput_source=None if llm else f"not measured (the rule-based {backend['kind']} writer: negligible)")
 
 
 def _modelled_seconds(backend: dict[str, Any], calls: int, shard_rounds: int, engines: int) -> float:

@@ -334,7 +334,11 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
         raise experiments.ConfigError("population.backgrounds", "the pipeline generates backgrounds: add "
                                       "population.backgrounds, or run the experiment flow")
     run_id = run_id or new_run_id(config)
+    plan = plan_task(config.model_dump(mode="json"), runs_root)  # backgrounds and decisions, before any work
     out = check_pipeline_task(config.model_dump(mode="json"), run_id, runs_root, overwrite)
+    if plan:
+        create_markdown_artifact(key=_artifact_key(config.experiment, run_id, "plan"), markdown=plan,
+                                 description=f"Plan of run {run_id}: calls per stage, tokens, wall time")
     from crowdlab.experiments.prepare import background_backend
 
     personas_flow(str(pop.spec), int(pop.n or 0), pop.seed, out, pop.backgrounds.shard_size,

@@ -143,6 +143,18 @@ def test_another_population_under_the_same_run_id_is_regenerated_with_overwrite(
         pq.read_table(run_dir / "population" / "personas.parquet"))
 
 
+def test_the_plan_counts_the_background_calls() -> None:
+    from crowdlab.experiments.plan import make_plan
+
+    plan = make_plan(experiments.validate_config(pipeline_config()))
+    backgrounds = plan.stages[0]
+    assert backgrounds.stage == "backgrounds" and backgrounds.kind == "echo" and not backgrounds.llm
+    assert backgrounds.calls == 2 * N  # a writer and a reader call per persona, one try each
+    assert any("at most 120" in note for note in plan.notes)  # the gate's 3 tries
+    assert [s.stage for s in make_plan(experiments.validate_config(pipeline_config(population={
+        "spec": SPEC, "n": N}))).stages] == ["decisions"]
+
+
 def _no_background_spec(tmp_path: Path, description: bool) -> Path:
     spec = {"name": "plain", "attributes": [{"name": "age", "kind": "uniform", "low": 18, "high": 80, "integer": True}]}
     if description:
