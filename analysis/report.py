@@ -12,7 +12,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import jinja2
 import numpy as np
@@ -264,14 +264,8 @@ def write_report(run: RunData | PathLike, out: PathLike | None = None, *,
     short = {f: name for f, name in short_names([c for c in summary.columns if c in run.factor_columns]).items()
              if name not in summary.columns}  # scenario.p stays itself beside the game's p
     paper = paper_comparison(metrics, run)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
-    page = env.get_template("report.html.j2").render(
-        title=f"crowdlab report: {', '.join(run.run_ids)}",
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        run_items=run_summary(run).itertuples(index=False),
-        n_conditions=len(conditions),
-        conditions=_block(conditions, "conditions", open_rows=12),
-        manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+    page = _render_page(
+        run, conditions,
         means=_block(means_by_round(summary, conditions), "conditions", open_rows=48),
         summary=_block(summary.rename(columns=short), "condition x round rows", open_rows=12),
         metrics=_block(metrics.drop(columns=["lo", "hi"]), "replicate x round rows", open_rows=0),
@@ -363,14 +357,8 @@ def _write_fields_report(run: RunData, target: Path, breakdown_attributes: Seque
                                           and (conditions[c] == "nan").all()])
     comparisons, comparison_note = _comparisons(run, conditions) if run.read_decisions(["value"])["value"].notna().any() \
         else (pd.DataFrame(), "")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
-    page = env.get_template("report.html.j2").render(
-        title=f"crowdlab report: {', '.join(run.run_ids)}",
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        run_items=run_summary(run).itertuples(index=False),
-        n_conditions=len(conditions),
-        conditions=_block(conditions, "conditions", open_rows=12),
-        manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+    page = _render_page(
+        run, conditions,
         comparisons=_block(comparisons, "tests", open_rows=12),
         comparison_note=comparison_note,
         breakdowns=[],
@@ -381,6 +369,20 @@ def _write_fields_report(run: RunData, target: Path, breakdown_attributes: Seque
     write_text_atomic(page, target)
     log.info("wrote report %s", target)
     return target
+
+
+def _render_page(run: RunData, conditions: pd.DataFrame, **sections: Any) -> str:
+    """The report page: the run header every game shares, then the game's own ``sections``."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
+    return env.get_template("report.html.j2").render(
+        title=f"crowdlab report: {', '.join(run.run_ids)}",
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        run_items=run_summary(run).itertuples(index=False),
+        n_conditions=len(conditions),
+        conditions=_block(conditions, "conditions", open_rows=12),
+        manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+        **sections,
+    )
 
 
 __all__ = ["means_by_round", "summary_markdown", "summary_table", "write_report"]
