@@ -169,7 +169,7 @@ class BeautyContest:
 
     # -- outcome --------------------------------------------------------------------------
     def _outcome(self, group: int, ids: np.ndarray, values: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
-        v = values[valid]
+        v = values[valid]  # a copy: the median below partitions it in place
         row: dict[str, Any] = {"group": group, "n": int(ids.size), "n_valid": int(v.size),
                                "n_invalid": int(ids.size - v.size), "mean": None, "median": None,
                                "std": None, "target": None, "winning_value": None, "n_winners": 0,
@@ -179,10 +179,12 @@ class BeautyContest:
             target = self.params.offset + self.params.p * mean
             dist = np.abs(v - target)
             win = dist <= dist.min() + _TIE_TOL
-            winners = ids[valid][win]
-            row.update(mean=mean, median=float(np.median(v)), std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
-                       target=target, winning_value=float(v[win][0]), n_winners=int(winners.size),
+            at = np.flatnonzero(win)
+            winners = (ids if v.size == ids.size else ids[valid])[at]
+            row.update(mean=mean, std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
+                       target=target, winning_value=float(v[at[0]]), n_winners=int(winners.size),
                        winner_ids=np.sort(winners).tolist())
+            row["median"] = float(np.median(v, overwrite_input=True))  # same partition, no second copy
         return row
 
     def settle(self, decisions: pa.Table) -> pa.Table:
@@ -190,8 +192,14 @@ class BeautyContest:
         with several, -1 has the pooled statistics, no target, and every group's winners."""
         ids = decisions["agent_id"].to_numpy()
         groups = decisions["group"].to_numpy()
-        values = decisions["value"].to_numpy(zero_copy_only=False).astype(np.float64)
-        valid = decisions["valid"].to_numpy(zero_copy_only=False).astype(bool)
+        values = decisions["value"].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        valid = decisions["valid"].to_numpy(zero_copy_only=False).astype(bool, copy=False)
+        if self.params.groups == 1 and not groups.any():  # one game: no sort, settled once
+            row = self._outcome(0, ids, values, valid)
+            rows = [row, {**row, "group": -1}]
+            for r in rows:
+                r.update(p=self.params.p, offset=self.params.offset, lo=self.params.lo, hi=self.params.hi)
+            return pa.Table.from_pylist(rows, schema=ROUND_OUTCOME_SCHEMA)
         order = np.argsort(groups, kind="stable")
         bounds = np.searchsorted(groups[order], np.arange(self.params.groups + 1))
         rows = []
