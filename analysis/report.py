@@ -371,6 +371,18 @@ def _write_fields_report(run: RunData, target: Path, breakdown_attributes: Seque
     return target
 
 
+def _interview_context(run: RunData) -> dict | None:
+    """The interviews section (template interviews.html.j2); None for runs without interviews."""
+    from crowdlab.analysis.interviews import interview_tables
+
+    tables = interview_tables(run)
+    if tables is None:
+        return None
+    return {"counts": _block(tables["counts"], "conditions", open_rows=24),
+            "fields": _block(tables["fields"], "condition x field rows", open_rows=24),
+            "examples": _block(tables["examples"], "answers", open_rows=24) if not tables["examples"].empty else ""}
+
+
 def _render_page(run: RunData, conditions: pd.DataFrame, **sections: Any) -> str:
     """The report page: the run header every game shares, then the game's own ``sections``."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape())
@@ -381,6 +393,7 @@ def _render_page(run: RunData, conditions: pd.DataFrame, **sections: Any) -> str
         n_conditions=len(conditions),
         conditions=_block(conditions, "conditions", open_rows=12),
         manifests=[(run_id, json.dumps(m, indent=1, default=str)) for run_id, m in run.manifests.items()],
+        interviews=_interview_context(run),
         **sections,
     )
 

@@ -176,6 +176,14 @@ class ExperimentConfig(BaseModel):
                 raise ValueError(f"model labels must be unique, got {labels}")
         return self
 
+    @model_validator(mode="after")
+    def _interview_round(self) -> "ExperimentConfig":
+        interview = getattr(self.scenario, "interview", None)
+        if interview is not None and interview.round_after(self.rounds) > self.rounds:
+            raise ValueError(f"scenario.interview.after_round: {interview.after_round} is beyond the "
+                             f"last round ({self.rounds})")
+        return self
+
     def model_shares(self) -> list[tuple[str, BackendSettings, float]]:
         """(label, backend config, share) per model; one entry when ``backend`` is used."""
         if self.models is not None:

@@ -66,6 +66,9 @@ def finish_run(run_dir: str | Path) -> RunResult:
             if not part.is_file():
                 raise RuntimeError(f"cannot finish: round {k} of {cid}/{rep} is not settled")
             parts.append(pq.read_table(part))
+    from crowdlab.experiments.interviews import run_interviews  # interviews read the settled rounds
+
+    n_interviews = run_interviews(path)
     rounds = pa.concat_tables(parts)
     write_table_atomic(rounds, path / ROUNDS)
     pooled = rounds.filter(pc.equal(rounds["group"], -1))
@@ -76,6 +79,8 @@ def finish_run(run_dir: str | Path) -> RunResult:
     manifest["timings"]["finished_at"] = now_iso()
     manifest["counts"] = {"decisions": n_decisions, "invalid": n_invalid, "cells": len(cells),
                           "round_rows": rounds.num_rows}
+    if n_interviews or (path / "interviews").is_dir():
+        manifest["counts"]["interviews"] = _count_interviews(path)
     wall = float(manifest["timings"].get("wall_s", 0.0))
     manifest["throughput"] = summarise(path, wall or None)
     manifest["status"] = "completed"
@@ -86,6 +91,10 @@ def finish_run(run_dir: str | Path) -> RunResult:
                  t["decisions_per_s_per_engine"])
     return RunResult(path, manifest["run_id"], manifest["experiment"], "completed", n_decisions, n_invalid, wall,
                      manifest["throughput"])
+
+
+def _count_interviews(path: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in (path / "interviews").rglob("*.parquet"))
 
 
 def _mark(run_dir: Path, status: str, **timings: Any) -> None:

@@ -147,3 +147,33 @@ MESSAGES_FIELDS: list[pa.Field] = [
 
 def messages_schema() -> pa.Schema:
     return pa.schema(MESSAGES_FIELDS, metadata={"crowdlab_schema": "messages/1"})
+
+
+# Interviews (experiments/interviews.py): one row per interviewed agent, per (condition,
+# replicate, shard), in interviews/<condition>/replicate-<r>/shard-<s>.parquet; the typed
+# ``answer_<field>`` columns of the interview's fields and ``answer_errors`` follow ``prompt_hash``.
+INTERVIEW_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("condition_id", pa.string(), nullable=False),
+    pa.field("replicate", pa.int32(), nullable=False),
+    pa.field("after_round", pa.int32(), nullable=False, metadata={"meaning": "the interview follows this round"}),
+    pa.field("shard", pa.int32(), nullable=False),
+    pa.field("agent_id", pa.int64(), nullable=False),
+    pa.field("group", pa.int32(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False,
+             metadata={"meaning": "from (run seed, condition, replicate, agent, 'interview')"}),
+    pa.field("text", pa.string(), metadata={"meaning": "raw answer text as returned"}),
+    pa.field("valid", pa.bool_(), nullable=False),
+    pa.field("error", pa.string(), metadata={"meaning": "null when valid; else the first cause (as decisions), "
+                                                        "or 'no_prompts' when the backend takes no prompts"}),
+    pa.field("input_tokens", pa.int32()),
+    pa.field("output_tokens", pa.int32()),
+    pa.field("prompt_hash", pa.string(), metadata={
+        "meaning": "key of the chat in interview_prompts/ (same shard path); null when not asked"}),
+]
+
+
+def interviews_schema(answer_fields: list[pa.Field]) -> pa.Schema:
+    """``answer_fields``: ``answers.answer_arrow_fields`` of the interview (``answer_errors`` included)."""
+    return pa.schema(INTERVIEW_FIELDS + list(answer_fields), metadata={"crowdlab_schema": "interviews/1"})

@@ -97,5 +97,22 @@ def _report_fields(console: Console, data, out: Optional[Path]) -> None:
         for row in summary[shown].itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
         console.print(table)
+    _print_interviews(console, data)
     path = write_report(data, out)
     console.print(f"report: {path}", highlight=False, markup=False)
+
+
+def _print_interviews(console: Console, data) -> None:  # type: ignore[no-untyped-def]
+    """Interview counts and each field's distribution (runs with interviews/ only)."""
+    from crowdlab.analysis.interviews import interview_tables
+
+    tables = interview_tables(data)
+    if tables is None:
+        return
+    console.print("interviews:", highlight=False, markup=False)
+    for r in tables["counts"].itertuples(index=False):
+        console.print(f"  {r.condition_id} after round {r.after_round}: {r.asked} asked, {r.valid} valid"
+                      + (f" ({r.invalid_causes})" if r.invalid_causes else ""), highlight=False, markup=False)
+    for r in tables["fields"].itertuples(index=False):
+        console.print(f"  {r.condition_id} {r.field} ({r.type}, n={r.n}): {r.summary}", highlight=False,
+                      markup=False, soft_wrap=True)

@@ -230,10 +230,13 @@ class DeclarativeScenario:
 
     # -- prompts ----------------------------------------------------------------------------
     def _history_entries(self, agent_ids: np.ndarray, groups: np.ndarray,
-                         history: History) -> list[list[dict[str, Any]]]:
-        """Per agent, what it sees of each visible earlier round."""
+                         history: History, full: bool = False) -> list[list[dict[str, Any]]]:
+        """Per agent, what it sees of each visible earlier round (``full``: every round and its
+        own answers whatever ``visible`` says, for interviews)."""
         n = groups.shape[0]
         vis = self.params.visible
+        if full:
+            vis = vis.model_copy(update={"own_answers": True, "last_rounds": None})
         first = 1 if vis.last_rounds is None else max(1, history.round - vis.last_rounds)
         G = max(self.n_groups(), int(groups.max(initial=-1)) + 1)
         per_agent: list[list[dict[str, Any]]] = [[] for _ in range(n)]
@@ -300,13 +303,18 @@ class DeclarativeScenario:
             if self.params.visible.group_outcome else {}
         outcome.update({r.name: ["1"] for r in self.params.outcome if isinstance(r, SampleRule)})
         entry = {"round": 1, "own": own, "outcome": outcome}
+        # interviews always see the agent's own answers
+        full_own = {name: self._example_value(name) for name in self.fields} | {name: 1.0 for name in self.payoffs}
+        full_entry = {"round": 1, "own": full_own, "outcome": outcome}
         fields_info = [{"name": k, "type": f.type_name, "hint": f.format_hint(), "question": f.question}
                        for k, f in self.fields.items()]
-        for history in ([], [entry]):
+        for history, full in (([], False), ([entry], False), ([full_entry], True)):
             var = {"params": dict(self.params.parameters), "round": len(history) + 1, "total_rounds": 2,
                    "n_groups": 1, "fields": fields_info, "persona": {c: "" for c in persona_columns},
                    "group": 0, "group_size": 4, "history": history, "last": history[-1] if history else None}
             for where, template in self.templates.items():
+                if full != where.startswith("interview.") and not (full and where.startswith("prompts.")):
+                    continue
                 try:
                     template.render(var)
                 except TemplateError as exc:
@@ -350,5 +358,47 @@ class DeclarativeScenario:
             questions = [self.templates[f"questions.{j}.text"].render(var).strip() for j in range(len(p.questions))]
             user = "\n\n".join(s for s in (self.templates["prompts.user"].render(var).strip(), hist.strip(),
                                            *questions) if s)
+            chats.append([{"role": "system", "content": sys_text}, {"role": "user", "content": user}])
+        return chats
+
+    # -- interviews -------------------------------------------------------------------------
+    def interview_answer_format(self) -> str:
+        assert self.params.interview is not None
+        keys = ", ".join(f'"{name}": <{f.format_hint()}>' for name, f in self.params.interview.fields.items())
+        return "Answer with one JSON object and nothing else: {" + keys + "}"
+
+    def render_interview(self, agent_ids: np.ndarray, groups: np.ndarray, personas: pa.Table, history: History,
+                         group_sizes: np.ndarray) -> list[list[Message]]:
+        """The interview chats after round ``history.round - 1``: the game's system prompt and
+        persona part, every earlier round with the agent's own answers (reasoning included) and
+        what it saw, then the interview questions and their answer format."""
+        p = self.params
+        assert p.interview is not None
+        n = agent_ids.shape[0]
+        columns = sorted(self.required_persona_columns())
+        rows = personas.select(columns).to_pylist() if columns else [{}] * n
+        entries = self._history_entries(agent_ids, groups, history, full=True)
+        fields_info = [{"name": k, "type": f.type_name, "hint": f.format_hint(), "question": f.question}
+                       for k, f in p.interview.fields.items()]
+        after = history.round - 1
+        base = {"params": dict(p.parameters), "round": after, "total_rounds": history.total_rounds,
+                "n_groups": max(self.n_groups(), len(group_sizes)), "fields": fields_info}
+        fmt = self.interview_answer_format()
+        chats: list[list[Message]] = []
+        for i in range(n):
+            g = int(groups[i])
+            size = int(group_sizes[g]) if g < len(group_sizes) else 0
+            var = {**base, "persona": rows[i], "group": g, "group_size": size, "history": entries[i],
+                   "last": entries[i][-1] if entries[i] else None}
+            sys_text = self.templates["prompts.system"].render(var).strip()
+            hist = self.templates["prompts.history"].render(var) if "prompts.history" in self.templates \
+                else self._default_history(entries[i])
+            own = "\n".join(f"Round {e['round']}, your reasoning: {e['own']['reasoning']}" for e in entries[i]
+                            if e["own"].get("reasoning"))
+            questions = [self.templates[f"interview.questions.{j}.prompt"].render(var).strip()
+                         for j in range(len(p.interview.questions))]
+            user = "\n\n".join(s for s in (self.templates["prompts.user"].render(var).strip(), hist.strip(), own,
+                                            "Some follow-up questions about the rounds so far:", *questions,
+                                            fmt) if s)
             chats.append([{"role": "system", "content": sys_text}, {"role": "user", "content": user}])
         return chats

@@ -109,6 +109,60 @@ class Baseline(_Model):
     parameters: dict[str, float] = Field(default_factory=dict, description="constants the formulas read")
 
 
+class InterviewQuestion(_Model):
+    """One follow-up question: a prompt (a template over the game's variables, the agent's full
+    history included) and the typed answer fields it asks for."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    prompt: str = Field(description="Jinja2 template, sandboxed like the scenario's")
+    fields: dict[str, AnswerType] = Field(min_length=1)
+
+
+class Interview(_Model):
+    """Follow-up questions asked after a round (``last`` or N) to every agent or a seeded sample,
+    with its whole history in context. Answers go to ``interviews/``; they never feed back into play."""
+
+    after_round: int | str = Field("last", description="'last' or a round number (1 .. rounds)")
+    sample: float | dict[str, float] = Field(
+        1.0, description="share of agents in (0, 1], {share: s} (each agent with probability s) or {n: k} "
+                         "(k agents of each condition and replicate); seeded, the same whatever the sharding")
+    questions: list[InterviewQuestion] = Field(min_length=1)
+
+    @property
+    def fields(self) -> dict[str, AnswerField]:
+        return {name: f for q in self.questions for name, f in q.fields.items()}
+
+    def sample_share_or_n(self) -> tuple[float | None, int | float | None]:
+        if not isinstance(self.sample, dict):
+            return float(self.sample), None
+        if set(self.sample) == {"share"}:
+            return float(self.sample["share"]), None
+        if set(self.sample) == {"n"}:
+            return None, self.sample["n"]
+        raise ValueError(f"sample: give a number, {{share: s}} or {{n: k}}, got keys {sorted(self.sample)}")
+
+    def round_after(self, rounds: int) -> int:
+        return rounds if self.after_round == "last" else int(self.after_round)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Interview":
+        if self.after_round != "last" and (not isinstance(self.after_round, int) or self.after_round < 1):
+            raise ValueError(f"after_round: 'last' or a round number >= 1, got {self.after_round!r}")
+        share, n = self.sample_share_or_n()
+        if share is not None and not 0 < share <= 1:
+            path = "sample" if not isinstance(self.sample, dict) else "sample.share"
+            raise ValueError(f"{path}: a share must be in (0, 1], got {share}")
+        if n is not None and (n < 1 or n != int(n)):
+            raise ValueError(f"sample.n: a whole number >= 1, got {n}")
+        seen: set[str] = set()
+        for i, q in enumerate(self.questions):
+            for name in q.fields:
+                if name in seen or not name.isidentifier():
+                    raise ValueError(f"questions.{i}.fields.{name}: declared twice or not an identifier")
+                seen.add(name)
+        return self
+
+
 class DeclarativeParams(_Model):
     """A scenario declared in YAML. See docs/contracts.md for the columns it writes."""
 
@@ -123,6 +177,7 @@ class DeclarativeParams(_Model):
     outcome: list[OutcomeRule] = Field(default_factory=list)
     visible: Visibility = Field(default_factory=Visibility)
     baseline: Baseline | None = None
+    interview: Interview | None = Field(None, description="follow-up questions after a round (interviews/)")
 
     @property
     def fields(self) -> dict[str, AnswerField]:

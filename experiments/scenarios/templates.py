@@ -87,6 +87,8 @@ def template_sources(params: "DeclarativeParams") -> list[tuple[str, str]]:
     if params.prompts.history is not None:
         out.append(("prompts.history", params.prompts.history))
     out += [(f"questions.{i}.text", q.text) for i, q in enumerate(params.questions)]
+    if params.interview is not None:
+        out += [(f"interview.questions.{i}.prompt", q.prompt) for i, q in enumerate(params.interview.questions)]
     return out
 
 
