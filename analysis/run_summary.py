@@ -70,7 +70,8 @@ def _game(manifest: dict) -> str:
         parts += [f"{k}={v}" for k, v in (scenario.get("parameters") or {}).items()]
     for key in ("variant", "p", "offset"):
         if key in scenario and not (key == "offset" and not scenario[key]):
-            parts.append(f"{key}={scenario[key]}")
+            value = scenario[key]
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     factors = manifest.get("factor_names") or []
     if factors:
         parts.append("(design factors override)")
