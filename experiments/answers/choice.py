@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from crowdlab.experiments.answers.base import AnswerField, codes_to_causes, json_string_value
 from crowdlab.experiments.answers.options import (
-    check_labels, extract_list, has_duplicates, label_index, labels_list_array, list_items,
+    check_labels, checked_items, extract_list, label_index, labels_list_array,
 )
 
 
@@ -97,13 +97,8 @@ class MultiChoiceAnswer(AnswerField):
         return extract_list(texts, name)
 
     def convert(self, raw: pa.Array) -> tuple[pa.Array, np.ndarray]:
-        n = len(raw)
-        rows, idx, counts = list_items(raw, self.options)
-        unknown = np.zeros(n, dtype=bool)
-        unknown[rows[idx < 0]] = True
-        dup = has_duplicates(rows, idx, n, len(self.options))
+        rows, idx, counts, missing, unknown, dup = checked_items(raw, self.options)
         top = self.max_selections if self.max_selections is not None else len(self.options)
-        missing = raw.is_null().to_numpy(zero_copy_only=False)
         codes = np.select([missing, unknown, dup, counts < self.min_selections, counts > top],
                           [1, 2, 3, 4, 5], 0)
         causes = (None, "unparseable", "unknown_option", "duplicate_option", "too_few", "too_many")

@@ -76,6 +76,18 @@ def has_duplicates(rows: np.ndarray, idx: np.ndarray, n_rows: int, n_labels: int
     return dup
 
 
+def checked_items(raw: pa.Array, labels: list[str]) -> tuple[np.ndarray, ...]:
+    """``list_items`` of a list field plus its per-row checks: (rows, idx, counts, missing,
+    unknown label, duplicate label)."""
+    n = len(raw)
+    rows, idx, counts = list_items(raw, labels)
+    unknown = np.zeros(n, dtype=bool)
+    unknown[rows[idx < 0]] = True
+    dup = has_duplicates(rows, idx, n, len(labels))
+    missing = raw.is_null().to_numpy(zero_copy_only=False)
+    return rows, idx, counts, missing, unknown, dup
+
+
 def labels_list_array(rows: np.ndarray, idx: np.ndarray, counts: np.ndarray, ok: np.ndarray,
                       labels: list[str]) -> pa.Array:
     """list<string> of canonical labels for rows where ``ok`` (null elsewhere)."""

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from crowdlab.experiments.answers.base import AnswerField, codes_to_causes
 from crowdlab.experiments.answers.options import (
-    check_labels, extract_list, has_duplicates, labels_list_array, list_items,
+    check_labels, checked_items, extract_list, labels_list_array,
 )
 
 
@@ -47,12 +47,7 @@ class RankingAnswer(AnswerField):
         return extract_list(texts, name)
 
     def convert(self, raw: pa.Array) -> tuple[pa.Array, np.ndarray]:
-        n = len(raw)
-        rows, idx, counts = list_items(raw, self.options)
-        unknown = np.zeros(n, dtype=bool)
-        unknown[rows[idx < 0]] = True
-        dup = has_duplicates(rows, idx, n, len(self.options))
-        missing = raw.is_null().to_numpy(zero_copy_only=False)
+        rows, idx, counts, missing, unknown, dup = checked_items(raw, self.options)
         codes = np.select([missing, unknown, dup, counts != self.k], [1, 2, 3, 4], 0)
         causes = (None, "unparseable", "unknown_option", "duplicate_option", "incomplete_ranking")
         return labels_list_array(rows, idx, counts, codes == 0, self.options), codes_to_causes(codes, causes)
