@@ -343,11 +343,9 @@ class DeclarativeScenario:
         fmt = self.answer_format() if p.prompts.answer_format else ""
         chats: list[list[Message]] = []
         for i in range(n):
-            g = int(groups[i])
-            size = int(group_sizes[g]) if g < len(group_sizes) else 0
-            var = {**base, "persona": rows[i], "group": g, "group_size": size, "history": entries[i],
-                   "last": entries[i][-1] if entries[i] else None}
+            var = _agent_variables(base, rows[i], int(groups[i]), group_sizes, entries[i])
             if shared:
+                size = var["group_size"]
                 if size not in cache:
                     cache[size] = "\n\n".join(s for s in (system.render(var).strip(), fmt) if s)
                 sys_text = cache[size]
@@ -386,10 +384,7 @@ class DeclarativeScenario:
         fmt = self.interview_answer_format()
         chats: list[list[Message]] = []
         for i in range(n):
-            g = int(groups[i])
-            size = int(group_sizes[g]) if g < len(group_sizes) else 0
-            var = {**base, "persona": rows[i], "group": g, "group_size": size, "history": entries[i],
-                   "last": entries[i][-1] if entries[i] else None}
+            var = _agent_variables(base, rows[i], int(groups[i]), group_sizes, entries[i])
             sys_text = self.templates["prompts.system"].render(var).strip()
             hist = self.templates["prompts.history"].render(var) if "prompts.history" in self.templates \
                 else self._default_history(entries[i])
@@ -402,3 +397,11 @@ class DeclarativeScenario:
                                             fmt) if s)
             chats.append([{"role": "system", "content": sys_text}, {"role": "user", "content": user}])
         return chats
+
+
+def _agent_variables(base: dict[str, Any], persona: dict[str, Any], group: int, group_sizes: np.ndarray,
+                     entries: list) -> dict[str, Any]:
+    """One agent's template variables: the shared ``base`` plus its persona, group and history."""
+    size = int(group_sizes[group]) if group < len(group_sizes) else 0
+    return {**base, "persona": persona, "group": group, "group_size": size, "history": entries,
+            "last": entries[-1] if entries else None}
