@@ -37,6 +37,8 @@ class OpinionDynamicsConfig(BackendSettings):
     self_weight: float = Field(0.5, ge=0, le=1, description="DeGroot: weight of the own last stance")
     epsilon: float = Field(1.0, ge=0, description="bounded confidence: largest gap to a stance still heard")
     noise_sd: float = Field(0.0, ge=0, description="Gaussian noise added each round (scale units)")
+    render_prompts: bool = Field(False, description="let the runner build and store each agent's prompt (posts "
+                                 "read included) as for an LLM; the answers do not depend on it")
 
     def default_label(self) -> str:
         return "degroot" if self.model == "degroot" else f"hk-eps{self.epsilon:g}"
@@ -63,10 +65,10 @@ def update(model: str, x: np.ndarray, peers: Any, self_weight: float, epsilon: f
 
 class OpinionDynamicsBackend:
     name = "opinion_dynamics"
-    needs_prompts = False
 
     def __init__(self, config: OpinionDynamicsConfig) -> None:
         self.config = config
+        self.needs_prompts = config.render_prompts
 
     def generate(self, batch: RequestBatch) -> ResponseBatch:
         from crowdlab.experiments.network.opinion import initial_stance  # the scenario's, lazily
