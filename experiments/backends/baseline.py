@@ -7,11 +7,27 @@ round's context (parameters, ``round``, ``last_<value>`` of the agent's group, i
 through the same parser and checks as an LLM's. ``uniform()`` and ``normal()`` draw from the
 request seed (one stream per call site), so a decision depends only on its seed. Choice fields
 take an option index (0-based), scale fields a point.
+
+``multi_choice`` and ``ranking`` fields take one formula per option instead of one per field
+(``{option label: formula}``, every option named; see ``option_formulas``):
+
+- ``multi_choice``: each formula is the probability that the option is selected (clipped to
+  [0, 1]); each option is drawn on its own from the request seed (stream per field and option).
+  When fewer than ``min_selections`` are drawn, the undrawn options with the highest
+  probabilities are added; when more than ``max_selections``, the drawn ones with the highest
+  probabilities are kept (ties: the smaller draw). Selected labels are written in declaration order.
+- ``ranking``: each formula is the option's score; the ranking is the options by score, highest
+  first (ties in declaration order), cut to ``top_k``. ``uniform()`` as every score is a seeded
+  shuffle; ``base + normal()`` a random-utility (Thurstone) ranking.
+
+A non-finite probability or score makes that agent's answer JSON null (reported unparseable).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +42,10 @@ from crowdlab.experiments.seeding import uniforms
 _STREAM_BASE, _AGENT_STREAM_BASE = 1000, 50_000
 #: Streams of ``agent_uniform(k)``: clear of the numbered ones above.
 _NAMED_AGENT_STREAM_BASE = 70_000
+#: Streams of the multi-choice selection draws: one per (field, option), clear of the others.
+_SELECT_STREAM_BASE, _SELECT_STREAMS_PER_FIELD = 1_000_000, 10_000
+#: Answer types whose baseline is one formula per option.
+OPTION_FORMULA_TYPES = ("multi_choice", "ranking")
 
 
 class FormulaBaselineConfig(BackendSettings):
@@ -82,6 +102,66 @@ def _as_json_value(values: np.ndarray, spec: dict[str, Any]) -> tuple[pa.Array, 
     return pc.if_else(pa.array(~finite), "null", text), np.where(finite, number, np.nan)
 
 
+def _option_matrix(sources: Mapping[str, str], options: list[str], env: dict[str, Any],
+                   draws: dict[str, Any], n: int) -> np.ndarray:
+    """(n, options) values of the per-option formulas, in declaration order."""
+    from crowdlab.experiments.scenarios.formula import Formula  # scenarios import backends
+
+    out = np.empty((n, len(options)))
+    for j, option in enumerate(options):
+        formula = Formula(sources[option], allowed=env, functions=draws)
+        out[:, j] = np.broadcast_to(np.asarray(formula(env), dtype=np.float64), (n,))
+    return out
+
+
+def select_options(p: np.ndarray, u: np.ndarray, low: int, high: int) -> np.ndarray:
+    """(n, m) bool: option j selected when ``u < p``; then the count clipped into [low, high]:
+    drawn options before the others, each group by probability (highest first), then by draw
+    (smallest first), so a probability-1 option stays and a probability-0 one comes last."""
+    p = np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
+    drawn = u < p
+    count = np.clip(drawn.sum(axis=1), low, high)
+    order = np.lexsort((u, -p, ~drawn), axis=-1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(p.shape[1])[None, :].repeat(p.shape[0], axis=0), axis=1)
+    return rank < count[:, None]
+
+
+def rank_options(scores: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) option indices by score, highest first; ties keep declaration order."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def _json_lists(rows: np.ndarray, idx: np.ndarray, counts: np.ndarray, options: list[str],
+                ok: np.ndarray) -> pa.Array:
+    """JSON list text per row (``["a", "b"]``; ``null`` where not ``ok``) from flat (row, option)
+    pairs in row order."""
+    quoted = np.array([json.dumps(o) for o in options], dtype=object)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(quoted[idx] if idx.size else [], pa.string()))
+    text = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "")
+    return pc.if_else(pa.array(~ok), "null", text)
+
+
+def _list_answer(sources: Mapping[str, str], spec: dict[str, Any], env: dict[str, Any], draws: dict[str, Any],
+                 seeds: np.ndarray, field_index: int) -> pa.Array:
+    """JSON text of a multi_choice or ranking answer per agent from its per-option formulas."""
+    options = list(spec["options"])
+    n, m = seeds.shape[0], len(options)
+    values = _option_matrix(sources, options, env, draws, n)
+    ok = np.isfinite(values).all(axis=1)
+    if spec["type"] == "ranking":
+        k = int(spec.get("top_k") or m)
+        idx = rank_options(np.nan_to_num(values, nan=-np.inf), k)
+        return _json_lists(np.repeat(np.arange(n), k), idx.ravel(), np.full(n, k), options, ok)
+    base = _SELECT_STREAM_BASE + field_index * _SELECT_STREAMS_PER_FIELD
+    u = np.column_stack([uniforms(seeds, base + j) for j in range(m)]) if n else np.empty((0, m))
+    high = spec.get("max_selections")
+    chosen = select_options(values, u, int(spec.get("min_selections") or 0), m if high is None else int(high))
+    rows, idx = np.nonzero(chosen)  # row-major: each row's options in declaration order
+    return _json_lists(rows, idx, chosen.sum(axis=1), options, ok)
+
+
 class FormulaBaselineBackend:
     name = "formula"
     needs_prompts = False
@@ -105,7 +185,12 @@ class FormulaBaselineBackend:
         parts: list[pa.Array] = []
         draws = _draws(batch.seeds, batch.agent_ids)
         primary = None
-        for name, source in baseline["fields"].items():
+        for field_index, (name, source) in enumerate(baseline["fields"].items()):
+            if isinstance(source, Mapping):  # multi_choice / ranking: one formula per option
+                text = _list_answer(source, specs[name], env, draws, np.asarray(batch.seeds), field_index)
+                key = pa.array([f'"{name}": '] * n, pa.string())
+                parts.append(pc.binary_join_element_wise(key, text, ""))
+                continue
             formula = Formula(source, allowed=env, functions=draws)
             values = np.broadcast_to(np.asarray(formula(env), dtype=np.float64), (n,))
             text, number = _as_json_value(values, specs[name])

@@ -29,6 +29,8 @@ from crowdlab.experiments.scenarios.settle_rules import OUTCOME_PREFIX, SAMPLE_T
 from crowdlab.experiments.scenarios.templates import SHARED_NAMES, Template, TemplateError, template_sources
 
 _NUMERIC = ("number", "integer", "likert", "linear_scale")
+#: Declaration keys the formula baseline needs to keep list answers valid (counts, ranks).
+_BASELINE_LIMITS = {"min_selections", "max_selections", "top_k"}
 
 
 def _fmt(x: Any) -> str:
@@ -205,7 +207,8 @@ class DeclarativeScenario:
                                and self.fields[self.primary].type_name != "number",
                                "round": history.round, "total_rounds": history.total_rounds,
                                "groups": groups,
-                               "answer_fields": {k: {"type": f.type_name, "options": f.option_labels()}
+                               "answer_fields": {k: {"type": f.type_name, "options": f.option_labels(),
+                                                     **f.model_dump(include=_BASELINE_LIMITS)}
                                                  for k, f in self.fields.items()}}
         k = history.round - 1
         G = max(self.n_groups(), int(groups.max(initial=-1)) + 1)

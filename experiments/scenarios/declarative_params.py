@@ -103,9 +103,11 @@ class Prompts(_Model):
 class Baseline(_Model):
     """How non-LLM backends answer: one formula per answer field over the context (parameters,
     ``round``, ``last_<value>``, ``own_last_<field>``), persona-free; ``uniform()`` and
-    ``normal()`` draw from the request seed. Served by ``backend: {kind: formula}``."""
+    ``normal()`` draw from the request seed. Served by ``backend: {kind: formula}``.
+    A ``multi_choice`` field takes ``{option: probability formula}``, a ``ranking`` field
+    ``{option: score formula}``, every option named (see ``backends/baseline.py``)."""
 
-    fields: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     parameters: dict[str, float] = Field(default_factory=dict, description="constants the formulas read")
 
 
@@ -269,10 +271,36 @@ def _check_rules(p: DeclarativeParams) -> None:
         for name, source in p.baseline.fields.items():
             if name not in fields:
                 _raise(f"baseline.fields.{name}", ValueError("no such answer field"))
-            try:
-                Formula(source, baseline_names(p) | set(p.baseline.parameters), functions=BASELINE_RANDOM)
-            except FormulaError as exc:
-                _raise(f"baseline.fields.{name}", exc)
+            for path, label, formula in _baseline_formulas(name, fields[name], source):
+                try:
+                    Formula(formula, baseline_names(p) | set(p.baseline.parameters), functions=BASELINE_RANDOM)
+                except FormulaError as exc:
+                    _raise(path, exc if label is None else FormulaError(f"option {label!r}: {exc}"))
+
+
+def _baseline_formulas(name: str, f: AnswerField, source: str | dict[str, str]
+                       ) -> list[tuple[str, str | None, str]]:
+    """(field path, option label to name in the message or None, formula) of one baseline entry:
+    a string for most types, one formula per option (every option, no other key) for
+    multi_choice (selection probabilities) and ranking (scores)."""
+    path = f"baseline.fields.{name}"
+    if f.type_name not in ("multi_choice", "ranking"):
+        if not isinstance(source, str):
+            _raise(path, ValueError(f"a {f.type_name} field takes one formula, not a mapping"))
+        return [(path, None, source)]  # type: ignore[list-item]
+    what = "selection probability" if f.type_name == "multi_choice" else "score"
+    options = f.option_labels()
+    if isinstance(source, str):
+        _raise(path, ValueError(f"a {f.type_name} field takes one {what} formula per option: "
+                                f"{{{', '.join(f'{o}: ...' for o in options)}}}"))
+    unknown = [k for k in source if k not in options]
+    if unknown:
+        _raise(path, ValueError(f"unknown option {unknown[0]!r}; options: {', '.join(options)}"))
+    missing = [o for o in options if o not in source]
+    if missing:
+        _raise(path, ValueError(f"no {what} formula for option(s) {', '.join(repr(o) for o in missing)}"))
+    # an option label that is not a plain word cannot be a path segment: named in the message
+    return [(f"{path}.{o}", None, source[o]) if o.isidentifier() else (path, o, source[o]) for o in options]
 
 
 def group_value_names(p: DeclarativeParams) -> list[str]:
