@@ -38,6 +38,17 @@ def capped_chars(n: int) -> str:
     return f"({REASONING_CHARS}{{{_CHUNK}}}){{0,{blocks}}}{REASONING_CHARS}{{0,{_CHUNK - 1}}}"
 
 
+def _no_self_description(personas: pa.Table, missing: np.ndarray) -> Exception:
+    """The error of P5 personas with no text to show: no passed background, no description column."""
+    from crowdlab.experiments.errors import ConfigError
+
+    ids = personas["agent_id"].to_numpy()[missing] if "agent_id" in personas.column_names else np.flatnonzero(missing)
+    return ConfigError("population", f"P5 shows each persona's self-description, but {int(missing.sum())} persona(s) "
+                       f"(first agent_id {int(ids[0])}) have no background that passed the consistency gate and the "
+                       "population has no 'description' column to fall back on: add a description attribute to "
+                       "the spec, or raise the gate's max_tries")
+
+
 class BeautyContest:
     """Rules, prompts, parsing and settling for one condition's parameters."""
 
@@ -48,7 +59,18 @@ class BeautyContest:
 
     # -- set-up ---------------------------------------------------------------------------
     def required_persona_columns(self) -> set[str]:
-        return {"description"} if self.params.variant == "P5" else set()
+        """None that must all be there: P5 reads ``description`` or ``background`` (``trial_render``)."""
+        return set()
+
+    def trial_render(self, persona_columns: list[str]) -> None:
+        """Preflight: P5 shows each persona's self-description, which needs a ``description``
+        column or LLM ``background``s (either will do); refused before any work otherwise."""
+        if self.params.variant == "P5" and not {"description", "background"} & set(persona_columns):
+            from crowdlab.experiments.errors import ConfigError
+
+            raise ConfigError("scenario.variant", "P5 shows each persona's self-description: the population "
+                              "needs a 'description' column or LLM backgrounds (population.backgrounds, or a "
+                              "persona table with a 'background' column)")
 
     @property
     def remembers_texts(self) -> bool:
@@ -126,14 +148,23 @@ class BeautyContest:
     @staticmethod
     def _persona_texts(personas: pa.Table) -> list[str]:
         """P5's self-description: the LLM-written background where it passed the consistency
-        gate, else the one-line templated ``description``."""
-        texts = personas["description"]
-        if "background" in personas.column_names:
-            passed = pc.fill_null(personas["background_consistent"], False) \
-                if "background_consistent" in personas.column_names else pa.scalar(True)
-            usable = pc.and_(passed, pc.greater(pc.fill_null(pc.utf8_length(personas["background"]), 0), 0))
-            texts = pc.if_else(usable, personas["background"], texts)
-        return texts.to_pylist()
+        gate, else the one-line templated ``description``. A table with backgrounds but no
+        description column works as long as every background passed; a persona whose did not
+        has nothing to show, and the run stops naming the missing column (``ConfigError``)."""
+        has_description = "description" in personas.column_names
+        if "background" not in personas.column_names:
+            if not has_description:  # preflight refuses this; a table swapped under a run lands here
+                raise _no_self_description(personas, np.ones(personas.num_rows, dtype=bool))
+            return personas["description"].to_pylist()
+        passed = pc.fill_null(personas["background_consistent"], False) \
+            if "background_consistent" in personas.column_names else pa.scalar(True)
+        usable = pc.and_(passed, pc.greater(pc.fill_null(pc.utf8_length(personas["background"]), 0), 0))
+        if has_description:
+            return pc.if_else(usable, personas["background"], personas["description"]).to_pylist()
+        bad = ~np.asarray(usable.to_numpy(zero_copy_only=False), dtype=bool)
+        if bad.any():
+            raise _no_self_description(personas, bad)
+        return personas["background"].to_pylist()
 
     def context(self, groups: np.ndarray, history: History) -> dict[str, Any]:
         """Numbers for non-LLM backends: rules plus per-agent last mean/target/own pick."""

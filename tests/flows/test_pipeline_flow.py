@@ -197,6 +197,41 @@ def test_bad_pipeline_input_is_one_line_before_any_work(tmp_path: Path, case: st
     assert not runs.exists()  # nothing written
 
 
+def _spec_without_description(tmp_path: Path) -> str:
+    """backgrounds_demo without its templated description: P5 then has only the backgrounds."""
+    spec = yaml.safe_load(Path(SPEC).read_text(encoding="utf-8"))
+    spec["attributes"] = [a for a in spec["attributes"] if a["name"] != "description"]
+    path = tmp_path / "no_description.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return str(path)
+
+
+def test_p5_plays_the_backgrounds_when_the_population_has_no_description(tmp_path: Path) -> None:
+    config = pipeline_config(population={**pipeline_config()["population"], "spec": _spec_without_description(tmp_path)})
+    run_dir = experiments.run(config, run_id="nodesc", runs_root=tmp_path / "runs").run_dir
+    population = pq.read_table(run_dir / "population" / "personas.parquet")
+    assert "description" not in population.column_names
+    assert ds.dataset(run_dir / "decisions", format="parquet").count_rows() == 2 * N
+    users = [m for m in ds.dataset(run_dir / "prompt_messages", format="parquet").to_table().column("content")
+             .to_pylist() if "About you: " in m]
+    assert {b for b in population.column("background").to_pylist() if any(b in m for m in users)} \
+        == set(population.column("background").to_pylist())
+
+
+def test_p5_stops_naming_the_column_when_a_background_failed_the_gate_and_no_description(tmp_path: Path) -> None:
+    """Every text comes back empty (the gate flags all): nothing to show, and no description to fall back on."""
+    population = {**pipeline_config()["population"], "spec": _spec_without_description(tmp_path),
+                  "backgrounds": {"backend": {"kind": "echo", "empty_rate": 1.0}, "shard_size": 8}}
+    config = write_config(tmp_path, population=population)
+    runs = tmp_path / "runs"
+    result = run_cli(["run", str(config), "--run-id", "gate", "--runs-root", str(runs), "--no-prefect"], None, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: population:") and "'description' column" in lines[0], lines
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not list((runs / "pipe" / "gate").glob("decisions/**/*.parquet"))  # no decision written
+
+
 def api_post(env: dict[str, str], path: str, body: dict) -> list[dict]:
     response = httpx.post(f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
     response.raise_for_status()
