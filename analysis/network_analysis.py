@@ -53,40 +53,28 @@ def stance_trajectories(run_dir: str | Path, by: str = "condition_id") -> pd.Dat
 
 
 def diffusion(run_dir: str | Path) -> pd.DataFrame:
-    """Per condition, replicate and round: the share of agents (seeders left out) who by then could
-    have read an injected message, i.e. an in-neighbour posted it in an earlier round within the
-    posts' window; conditions without an intervention are left out. An upper bound where readers
-    have more than k posts: who was actually shown it (the k cap applied) is the run's
-    ``outcome_exposed_share`` per round (``round_outcomes``)."""
+    """Per condition with an intervention, replicate and settled round: ``reached_share``, the
+    cumulative share of the other agents (seeders left out) who by then were shown a post carrying
+    the injected message (its text contains it) among the at most k posts their prompt held: the
+    same seeded selection recomputed through the CSR in-neighbour index; ``reachable_share``, the
+    share with such a post among their in-neighbours' readable posts (the k cap ignored: an upper
+    bound, equal to ``reached_share`` when nobody has more than k posts). Without messages the
+    seeders' stance is what spreads, seen by every out-neighbour in the round after it."""
+    from crowdlab.experiments.network.reach import reach
+    from crowdlab.experiments.run_context import load_context
+
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    edges, directed = _network(run_dir)
-    src, dst = edges["source"].to_numpy(), edges["target"].to_numpy()
-    if not directed:
-        src, dst = np.concatenate([src, dst]), np.concatenate([dst, src])
-    ids = pq.read_table(run_dir / "personas" / "personas.parquet", columns=["agent_id"])["agent_id"].to_numpy()
-    posts = ds.dataset(run_dir / "messages", format="parquet").to_table().to_pandas() \
-        if (run_dir / "messages").is_dir() else pd.DataFrame(columns=["condition_id", "replicate", "round", "sender", "text"])
+    treated = [c["condition_id"] for c in manifest["conditions"] if (c.get("scenario") or {}).get("intervention")]
     rows = []
-    for cond in manifest["conditions"]:
-        scenario = cond.get("scenario") or {}
-        iv, msgs = scenario.get("intervention"), scenario.get("messages") or {}
-        if not iv:
-            continue
-        window = int(msgs.get("window", 1))
-        mine = posts[(posts["condition_id"] == cond["condition_id"]) & (posts["text"] == iv["message"][: msgs.get("max_chars", 280)])]
-        for rep in range(int(manifest.get("replicates", 1))):
-            shown = mine[mine["replicate"] == rep]
-            seeders = set(shown["sender"])
-            others = ~np.isin(ids, list(seeders))
-            reached = np.zeros(ids.size, bool)
-            for k in range(1, int(manifest["rounds"]) + 1):
-                readable = shown[(shown["round"] < k) & (shown["round"] >= k - window)]["sender"].to_numpy()
-                hit = np.unique(dst[np.isin(src, readable)])
-                reached |= np.isin(ids, hit)
-                rows.append({"condition_id": cond["condition_id"], "replicate": rep, "round": k,
-                             "reached_share": float(reached[others].mean()) if others.any() else float("nan")})
-    return pd.DataFrame(rows, columns=["condition_id", "replicate", "round", "reached_share"])
+    if treated:
+        ctx = load_context(run_dir)
+        for cid in treated:
+            for rep in range(int(manifest.get("replicates", 1))):
+                curve = reach(ctx, cid, rep)
+                rows += [{"condition_id": cid, "replicate": rep, "round": int(k), "reached_share": float(a),
+                          "reachable_share": float(b)} for k, a, b in zip(curve.rounds, curve.reached, curve.reachable)]
+    return pd.DataFrame(rows, columns=["condition_id", "replicate", "round", "reached_share", "reachable_share"])
 
 
 def draw_neighbourhood(run_dir: str | Path, agent_id: int, out: str | Path, condition_id: str = "c000",
@@ -237,18 +225,22 @@ def network_figures(run_dir: str | Path, attribute: str | None = None, max_panel
     curve = diffusion(run_dir)
     if not curve.empty:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        mean = curve.groupby(["condition_id", "round"])["reached_share"].mean().reset_index()
+        mean = curve.groupby(["condition_id", "round"])[["reached_share", "reachable_share"]].mean().reset_index()
+        capped = bool((mean["reachable_share"] > mean["reached_share"] + 1e-12).any())
         for colour, (cond, part) in zip(plt_colours(mean["condition_id"].nunique()), mean.groupby("condition_id")):
             ax.plot(part["round"], part["reached_share"], marker="o", ms=3, color=colour, label=cond)
+            if capped:
+                ax.plot(part["round"], part["reachable_share"], ls="--", lw=1, color=colour)
         ax.set_xlabel("round")
         ax.set_ylabel("share reached (cumulative)")
         ax.set_ylim(0, None)
         ax.legend(title="condition", fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         figures.append(ReportFigure("Diffusion of the injected message", fig,
                                     alt="share of agents an injected message reached per round, one line per condition",
-                                    caption="cumulative share of the other agents with a seeder among their "
-                                            "in-neighbours while the post was readable, replicates averaged; an upper "
-                                            "bound under the k cap (exposed_share in the outcomes table: those shown it)"))
+                                    caption="cumulative share of the other agents shown a post carrying the "
+                                            "injected message among the at most k posts they read, replicates averaged"
+                                            + ("; dashed: those with such a post among their in-neighbours "
+                                               "(the k cap ignored)" if capped else "")))
     dist = degree_distribution(run_dir)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     shown = dist[dist["degree"] > 0]

@@ -9,6 +9,7 @@ condition, replicate, round, reader and sender, so it does not depend on the sha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,17 +185,49 @@ def inbox(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: in
 
 
 def readers_shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int,
-                  senders: np.ndarray, from_round: int) -> np.ndarray:
-    """Boolean mask over all agents: who reads, in ``round_``, a post written in ``from_round``
-    by one of ``senders`` (mask over agent positions) among the at most k it is shown."""
+                  carried: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Boolean mask over all agents: who reads, in ``round_``, among the at most k posts it is
+    shown (the selection its prompt uses), a post written in round ``r`` by a sender ``s`` with
+    ``carried[r][s]`` (masks over agent positions)."""
     from crowdlab.experiments.network.run_files import network_in_index
 
     index = network_in_index(ctx)
+    live = {r: m for r, m in carried.items() if round_ - settings.window <= r < round_ and m.any()}
+    if not live:
+        return np.zeros(index.n, bool)
     shown = _shown(ctx, settings, condition_id, replicate, round_, 0, index.n, index.indptr, index.senders)
     if shown is None:
         return np.zeros(index.n, bool)
-    hit = senders[shown.s] & (shown.rnd == from_round)
+    hit = np.zeros(shown.s.size, bool)
+    for r, mask in live.items():
+        at = shown.rnd == r
+        hit[at] = mask[shown.s[at]]
     return np.bincount(shown.r[hit], minlength=index.n) > 0
+
+
+def readers_reachable(ctx: Any, settings: Any, round_: int, carried: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Boolean mask over all agents: who has, in ``round_``, an in-neighbour whose post of a round
+    within the window carries the message (``carried`` as for ``readers_shown``): the readers who
+    could have been shown it, an upper bound of ``readers_shown`` when some have more than k posts."""
+    from crowdlab.experiments.network.run_files import network_in_index
+
+    index = network_in_index(ctx)
+    live = [m for r, m in carried.items() if round_ - settings.window <= r < round_ and m.any()]
+    if not live:
+        return np.zeros(index.n, bool)
+    any_round = np.logical_or.reduce(live) if len(live) > 1 else live[0]
+    heard = any_round[index.senders]
+    return np.bincount(np.repeat(np.arange(index.n), index.in_degree())[heard], minlength=index.n) > 0
+
+
+def carriers(ctx: Any, condition_id: str, replicate: int, round_: int, text: str) -> np.ndarray:
+    """Boolean mask over agent positions: whose post of ``round_`` contains ``text``."""
+    posts = round_posts(ctx, condition_id, replicate, round_)
+    has = pc.fill_null(pc.match_substring(posts.texts, text), False).to_numpy(zero_copy_only=False)
+    out = np.zeros(posts.at.size, bool)
+    wrote = posts.at >= 0
+    out[wrote] = has[posts.at[wrote]]
+    return out
 
 
 def _shown(ctx: Any, settings: Any, condition_id: str, replicate: int, round_: int, lo: int, hi: int,

@@ -229,7 +229,8 @@ class OpinionScenario:
         out = {"exposed_share": 0.0, "toward_share": float("nan")}
         if iv.round < round_ <= iv.round + window:
             if self.params.messages is not None:  # the injected post among the at most k each reader is shown
-                exposed = readers_shown(ctx, self.params.messages, condition_id, replicate, round_, seeded, iv.round)
+                exposed = readers_shown(ctx, self.params.messages, condition_id, replicate, round_,
+                                        {iv.round: seeded})
             else:  # no posts: a seeder among the in-neighbours, whose stance every reader sees
                 index = network_in_index(ctx)
                 exposed = np.bincount(np.repeat(np.arange(index.n), index.in_degree()),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from crowdlab.analysis.network_analysis import degrees, diffusion, draw_neighbourhood, stance_trajectories
 from crowdlab.experiments import run
@@ -80,3 +82,70 @@ def test_report_has_a_network_section(tmp_path: Path) -> None:
         assert f"<th>{column}</th>" in outcomes
     assert outcomes.count("<tr") == 1 + 2 * 3  # header + conditions x rounds
     assert "<th>degree</th>" in section and "<th>agents</th>" in section
+
+
+def _prompts_by_agent(run_dir: Path, condition_id: str, round_: int) -> dict[int, str]:
+    """Each agent's user prompt of a round, rebuilt from the prompt audit trail."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    d = ds.dataset(run_dir / "decisions", format="parquet").to_table(
+        filter=(pc.field("condition_id") == condition_id) & (pc.field("round") == round_),
+        columns=["agent_id", "prompt_hash"]).to_pylist()
+    chats = {r["prompt_hash"]: r["message_hashes"]
+             for r in ds.dataset(run_dir / "prompts", format="parquet").to_table().to_pylist()}
+    texts = {r["message_hash"]: (r["role"], r["content"])
+             for r in ds.dataset(run_dir / "prompt_messages", format="parquet").to_table().to_pylist()}
+    return {r["agent_id"]: next(texts[h][1] for h in chats[r["prompt_hash"]] if texts[h][0] == "user") for r in d}
+
+
+@pytest.mark.parametrize("select", ["recent", "sample"])
+def test_diffusion_counts_readers_shown_the_post_not_all_who_could_read_it(tmp_path: Path, select: str) -> None:
+    """k = 2 posts a reader on a graph of mean degree 6: the curve counts those whose prompt held
+    a line with the injected post (read back from the prompt audit trail, one agent at a time)
+    and stays below the upper bound (a carrier among the in-neighbours), which an edge loop gives."""
+    import pyarrow.dataset as ds
+
+    message = "Raise it now."
+    ids = np.arange(100, 180, dtype=np.int64)
+    people = write_table_atomic(pa.table({"agent_id": ids}), tmp_path / "people.parquet")
+    treatment = {"round": 1, "seeders": "random", "share": 0.1, "message": message, "seed": 4}
+    cfg = {"experiment": "exact", "population": {"personas": str(people)},
+           "network": {"kind": "barabasi_albert", "m": 3},
+           "scenario": {"kind": "opinion", "messages": {"k": 2, "select": select, "window": 2},
+                        "intervention": treatment},
+           "backend": {"kind": "opinion_dynamics", "model": "degroot", "render_prompts": True},
+           "rounds": 4, "shard_size": 30, "seed": 5}
+    result = run(cfg, run_id="r", runs_root=tmp_path / "runs")
+    curve = diffusion(result.run_dir)
+    assert curve["round"].tolist() == [1, 2, 3, 4]
+    posts = ds.dataset(result.run_dir / "messages", format="parquet").to_table().to_pandas()
+    seeders = set(posts.loc[posts["text"] == message, "sender"])
+    assert len(seeders) == 8 and set(posts.loc[posts["text"] == message, "round"]) == {1}
+    others = [int(a) for a in ids if a not in seeders]
+    edges = pq.read_table(result.run_dir / "network.parquet").to_pylist()
+    hears = {a: set() for a in ids.tolist()}
+    for e in edges:  # undirected: both ends hear each other
+        hears[e["target"]].add(e["source"])
+        hears[e["source"]].add(e["target"])
+    reached: set[int] = set()
+    reachable: set[int] = set()
+    for k in range(1, 5):
+        prompts = _prompts_by_agent(result.run_dir, "c000", k)
+        for a in others:
+            shown = [line for line in prompts[a].splitlines() if line.startswith("- agent ")]
+            assert len(shown) <= 2
+            if any(line.endswith(f"(round 1): {message}") for line in shown):
+                reached.add(a)
+            if 1 <= k - 1 <= 2 and hears[a] & seeders:  # round-1 posts readable in rounds 2 and 3
+                reachable.add(a)
+        row = curve[curve["round"] == k].iloc[0]
+        assert row["reached_share"] == pytest.approx(len(reached) / len(others))
+        assert row["reachable_share"] == pytest.approx(len(reachable) / len(others))
+    assert 0 < curve["reached_share"].iloc[-1] < curve["reachable_share"].iloc[-1]
+    # the round's exposure outcome counts the same readers, round by round
+    rounds = result.rounds().to_pandas().query("group == -1").set_index("round")
+    for k in (2, 3):
+        prompts = _prompts_by_agent(result.run_dir, "c000", k)
+        shown_now = sum(any(line.endswith(f"(round 1): {message}") for line in prompts[a].splitlines()) for a in others)
+        assert rounds.loc[k, "outcome_exposed_share"] == pytest.approx(shown_now / len(others))
