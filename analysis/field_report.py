@@ -11,7 +11,7 @@ import pandas as pd
 
 from crowdlab.analysis.field_reference import field_distances, field_fidelity
 from crowdlab.analysis.fields import AnswerField, answer_fields, field_summary, is_beauty_contest, option_shares
-from crowdlab.analysis.loading import RunData
+from crowdlab.analysis.loading import PathLike, RunData
 
 #: Columns of the per-field tables the report shows first (the rest follow).
 _LEAD = ("condition_id", "round", "n", "n_valid", "mean", "ci_low", "ci_high", "median")
@@ -30,6 +30,15 @@ def _describe(af: AnswerField) -> str:
     if af.kind == "text":
         return f"{af.type}, at most {d.get('max_chars', '?')} characters"
     return f"{af.type}: " + ", ".join(af.options())
+
+
+def field_overview(run: RunData | PathLike) -> pd.DataFrame:
+    """One row per declared answer field (declaration order, free text last): field, type, what
+    it accepts (bounds, scale points and labels, options, length cap) and its question. Empty
+    for a built-in scenario, which declares no answer fields."""
+    rows = [{"field": af.name, "type": af.type, "accepts": _describe(af), "question": af.question}
+            for af in answer_fields(run)]
+    return pd.DataFrame(rows, columns=["field", "type", "accepts", "question"])
 
 
 def field_sections(run: RunData, block: Callable[[pd.DataFrame, str], str],
@@ -97,4 +106,4 @@ def first_field_summary(run: RunData) -> pd.DataFrame:
     return pd.DataFrame()
 
 
-__all__ = ["field_breakdowns", "field_sections", "first_field_summary", "human_tables", "is_beauty_contest"]
+__all__ = ["field_breakdowns", "field_overview", "field_sections", "first_field_summary", "human_tables", "is_beauty_contest"]

@@ -1,5 +1,7 @@
 """The analysis notebook runs as shipped on what `make demo` writes, and on any run through its
-papermill-style parameter cell, in a kernel running the venv's python started in notebooks/."""
+papermill-style parameter cell, in a kernel running the venv's python started in notebooks/: a
+beauty contest (its own sections beside the answer-field ones) and a declared game (the answer
+fields read from the run's schema, by condition, by persona attribute, against human data)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from nbclient import NotebookClient
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "notebooks" / "beauty_contest.ipynb"
+NOTEBOOK = REPO / "notebooks" / "experiment.ipynb"
 DEMO_CONFIG = REPO / "experiments" / "configs" / "demo.yaml"
+INTERVIEW_CONFIG = REPO / "experiments" / "configs" / "public_goods_interview.yaml"
 LLM_KINDS = {"vllm", "openai", "transformers"}
 
 
@@ -27,6 +30,7 @@ def _text(cell) -> str:
         parts.append(out.get("text", ""))
         parts.append(out.get("data", {}).get("text/plain", ""))
         parts.append(out.get("data", {}).get("text/html", ""))
+        parts.append(out.get("data", {}).get("text/markdown", ""))
     return "\n".join(parts)
 
 
@@ -111,6 +115,9 @@ def test_notebook_runs_as_shipped_on_the_demo_run(tmp_path):
     line = next(line for line in outputs.splitlines() if line.startswith("models: "))
     assert models <= set(line.removeprefix("models: ").split(", "))
     assert "nagel1995_pooled" in outputs  # the demo plays p = 2/3 (0.6667): compared with Nagel (1995)
+    assert "p-beauty contest: yes" in outputs and "skipped" not in outputs
+    assert "no declared answer fields" in outputs  # the built-in game stores its guess in `value`
+    assert "no interviews in this run" in outputs
     images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
     assert len(images) >= 4
 
@@ -130,3 +137,36 @@ def test_a_missing_run_says_what_to_do(tmp_path):
     with pytest.raises(Exception) as err:
         _execute(NOTEBOOK, {"RUN": "data/runs/no/such-run"})
     assert "does not exist: run `make demo`" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_notebook_on_a_declared_game(tmp_path):
+    """The shipped public-goods interview config on the formula baseline (40 agents, 2 rounds):
+    every answer field and interview field is named, tabled per round and by a persona attribute,
+    set beside the human reference row of its game (Ledyard 1995), and the beauty-contest
+    sections say they are skipped."""
+    from crowdlab.experiments import run
+
+    config = yaml.safe_load(INTERVIEW_CONFIG.read_text())
+    config["population"].update({"n": 40, "spec": str(REPO / config["population"]["spec"])})
+    config["scenario"]["interview"]["sample"] = {"n": 8}
+    config.update({"rounds": 2, "shard_size": 40})
+    result = run(config, run_id="pg", runs_root=tmp_path / "runs")
+
+    nb, outputs = _execute(NOTEBOOK, {"RUN": str(result.run_dir), "ATTRIBUTES": ["education"]})
+    assert f"run folder: {result.run_dir}" in outputs
+    assert "p-beauty contest: no" in outputs and "answer fields: contribution, reasoning" in outputs
+    tables = "\n".join(out.get("data", {}).get("text/html", "") for cell in nb.cells for out in cell.get("outputs", []))
+    for field in ("contribution", "reasoning"):  # the overview, the per-round tables, the figures
+        assert f"<td>{field}</td>" in tables
+        assert f"{field} (" in outputs  # its section heading: name (type): question
+    assert "integer in [0, 20]" in outputs and "reasoning, at most 300 characters" in outputs
+    assert "attributes: education" in outputs and "by education" in outputs
+    assert "ledyard1995" in outputs and "Ledyard, J. (1995)" in outputs  # the human reference row
+    for field in ("motive", "trust", "explanation"):  # the interview's fields (formula baseline: no_prompts)
+        assert field in outputs
+    assert "no_prompts: 8" in outputs
+    assert outputs.count("not a p-beauty contest") == 6  # every beauty-contest section, skipped
+    images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    assert len(images) >= 3  # mean per round, contribution per round, by education
