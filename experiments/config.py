@@ -27,6 +27,10 @@ from crowdlab.experiments.scenarios import ScenarioConfig
 FACTOR_ROOTS = ("scenario", "backend", "models", "sampling")
 
 
+#: A Prefect work pool's name as crowdlab accepts it (it becomes part of a deployment's name).
+WORK_POOL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class BackgroundsConfig(BaseModel):
     """LLM-written backgrounds generated inside the run (``<run_dir>/population/``), resumable.
 
@@ -40,6 +44,11 @@ class BackgroundsConfig(BaseModel):
         None, description="backend config (a mapping with a kind) or path to a backend YAML; "
                           "empty: the spec's background.backend")
     shard_size: int = Field(10_000, ge=1, description="personas per background shard (one task each)")
+    work_pool: str | None = Field(
+        None, pattern=WORK_POOL_NAME, exclude=True,
+        description="Prefect work pool the pipeline's population stage runs on (as the deployment "
+                    "crowdlab-population/stage); empty: in the pipeline's own process. Where a stage runs, "
+                    "not what it computes: left out of the dumped config, so of the run's config hash too")
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -156,6 +165,11 @@ class ExperimentConfig(BaseModel):
     design: DesignConfig = Field(default_factory=DesignConfig)
     network: NetworkConfig | None = Field(None, description="who hears whom: a generated graph or an edge list "
                                                          "(experiments/network); none: agents see only aggregates")
+    work_pool: str | None = Field(
+        None, pattern=WORK_POOL_NAME, exclude=True,
+        description="Prefect work pool the pipeline's experiment stage runs on (as the deployment "
+                    "crowdlab-experiment/stage); needs population.backgrounds (the pipeline); empty: in the "
+                    "pipeline's own process. Left out of the dumped config and its hash, like the population's")
 
     @field_validator("experiment")
     @classmethod
@@ -174,6 +188,14 @@ class ExperimentConfig(BaseModel):
             labels = [m.label for m in self.models]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"model labels must be unique, got {labels}")
+        return self
+
+    @model_validator(mode="after")
+    def _pool_needs_pipeline(self) -> "ExperimentConfig":
+        if self.work_pool is not None and self.population.backgrounds is None:
+            raise ValueError("work_pool: only the pipeline (a config with population.backgrounds) hands its "
+                             "experiment stage to a work pool; otherwise run the crowdlab-experiment deployment "
+                             "on that pool")
         return self
 
     @model_validator(mode="after")

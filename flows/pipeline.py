@@ -305,6 +305,15 @@ def check_pipeline_task(config: dict[str, Any], run_id: str, runs_root: str, ove
     return str(open_population(checked, run_id, runs_root, overwrite))
 
 
+@task(name="check-work-pools", cache_policy=NO_CACHE)
+def check_pools_task(pools: dict[str, str]) -> dict[str, str]:
+    """Each stage that names a work pool: the pool exists, is not paused and has a worker online,
+    and its deployment is registered there (``{stage: flow/deployment}``), before any work."""
+    from crowdlab.flows.stages import stage_deployment
+
+    return {stage: stage_deployment(stage, pool) for stage, pool in pools.items()}
+
+
 @flow(name="crowdlab-pipeline", flow_run_name=experiment_run_name, log_prints=False)
 def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.yaml", run_id: str | None = None,
                   runs_root: str = "data/runs", overwrite: bool = False,
@@ -312,7 +321,9 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
     """Population (sampling, LLM backgrounds, the gate) -> experiment -> analysis, in one run folder.
 
     The backgrounds go to ``<run_dir>/population/`` one task per shard; an interrupted pipeline
-    run again with the same run id skips the shards, rounds and report already written.
+    run again with the same run id skips the shards, rounds and report already written. A stage
+    whose work pool the config names (``population.backgrounds.work_pool``, ``work_pool``) runs
+    as that stage's deployment on the pool (``crowdlab.flows.stages``); the others in this process.
 
     Args:
         config_path: Experiment config (YAML) with ``population.backgrounds``, relative to the checkout.
@@ -323,7 +334,7 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
         fresh_seed: Start a new replicate: a new run id and a seed derived from it.
     """
     from crowdlab.experiments.prepare import new_run_id
-    from crowdlab.flows.personas_flow import personas_flow
+    from crowdlab.flows import stages
 
     overrides = unseal(dict(overrides or {}))
     if fresh_seed:
@@ -334,17 +345,42 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
         raise experiments.ConfigError("population.backgrounds", "the pipeline generates backgrounds: add "
                                       "population.backgrounds, or run the experiment flow")
     run_id = run_id or new_run_id(config)
+    pools = stages.stage_pools(config)
+    params = stages.stage_parameters(config_path, run_id, runs_root, overrides, pools) if pools else {}
     plan = plan_task(config.model_dump(mode="json"), runs_root)  # backgrounds and decisions, before any work
+    deployments = check_pools_task(pools) if pools else {}
     out = check_pipeline_task(config.model_dump(mode="json"), run_id, runs_root, overwrite)
     if plan:
         create_markdown_artifact(key=_artifact_key(config.experiment, run_id, "plan"), markdown=plan,
                                  description=f"Plan of run {run_id}: calls per stage, tokens, wall time")
-    from crowdlab.experiments.prepare import background_backend
+    if "population" in deployments:
+        stages.run_stage("population", deployments["population"], pools["population"], params)
+    else:
+        from crowdlab.experiments.prepare import background_backend
+        from crowdlab.flows.personas_flow import personas_flow
 
-    personas_flow(str(pop.spec), int(pop.n or 0), pop.seed, out, pop.backgrounds.shard_size,
-                  background_backend(config))
-    outcome = experiment_flow(config_path, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
-                              overrides=seal(overrides) or None)
+        personas_flow(str(pop.spec), int(pop.n or 0), pop.seed, out, pop.backgrounds.shard_size,
+                      background_backend(config))
+    if "experiment" in deployments:
+        stages.run_stage("experiment", deployments["experiment"], pools["experiment"],
+                         {**params, "overwrite": overwrite})
+        from crowdlab.experiments.storage import run_path
+
+        outcome = run_outcome(run_path(runs_root, config.experiment, run_id))
+    else:
+        outcome = experiment_flow(config_path, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
+                                  overrides=seal(overrides) or None)
     outcome["report"] = analysis_flow(outcome["run_dir"])
     outcome["population"] = out
     return outcome
+
+
+def run_outcome(run_dir: str | Path) -> dict[str, Any]:
+    """What ``experiment_flow`` returns, read from the run's manifest (a stage run on a work pool
+    leaves its result in the run folder, not in Prefect)."""
+    from crowdlab.experiments.storage import read_manifest
+
+    manifest = read_manifest(Path(run_dir))
+    counts = manifest.get("counts", {})
+    return {"run_dir": str(run_dir), "run_id": manifest["run_id"], "status": manifest["status"],
+            "decisions": counts.get("decisions"), "invalid": counts.get("invalid")}

@@ -62,3 +62,51 @@ def test_sealed_values_come_back_only_in_this_process() -> None:
     assert "sk-9" not in repr(public)
     assert unseal(public) == live
     assert unseal({"other": 1}) == {"other": 1}
+
+
+def _pool_config(**changes: object) -> dict:
+    config = {"experiment": "pools", "scenario": {"kind": "beauty_contest"}, "backend": {"kind": "dummy"},
+              "population": {"spec": "spec.yaml", "n": 10, "backgrounds": {"backend": {"kind": "echo"}}}}
+    config.update(changes)
+    return config
+
+
+def test_stage_pools_come_from_the_config_and_stay_out_of_its_hash() -> None:
+    from crowdlab.experiments import validate_config
+    from crowdlab.experiments.storage import config_hash
+    from crowdlab.flows.stages import stage_pools
+
+    plain = validate_config(_pool_config())
+    pooled = validate_config(_pool_config(work_pool="gpu-large", population={
+        "spec": "spec.yaml", "n": 10, "backgrounds": {"backend": {"kind": "echo"}, "work_pool": "gpu-small"}}))
+    assert stage_pools(plain) == {}
+    assert stage_pools(pooled) == {"population": "gpu-small", "experiment": "gpu-large"}
+    # where a stage runs is not what it computes: the same run id resumes on other pools
+    assert config_hash(pooled.model_dump(mode="json")) == config_hash(plain.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize(("changes", "field", "says"), [
+    ({"work_pool": "gpu", "population": {"spec": "spec.yaml", "n": 10}}, "work_pool", "only the pipeline"),
+    ({"work_pool": "gpu/large"}, "work_pool", "pattern"),
+    ({"population": {"spec": "spec.yaml", "n": 10, "backgrounds": {"work_pool": ""}}},
+     "population.backgrounds.work_pool", "pattern"),
+])
+def test_bad_work_pools_name_their_field(changes: dict, field: str, says: str) -> None:
+    from crowdlab.experiments import validate_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(_pool_config(**changes))
+    assert info.value.field == field and says in info.value.message
+
+
+def test_a_credential_in_the_overrides_cannot_travel_to_a_pool() -> None:
+    from pathlib import Path
+
+    from crowdlab.flows.stages import stage_parameters
+
+    params = stage_parameters("c.yaml", "r1", "runs", {"population.n": 5}, {"population": "gpu-small"})
+    assert params["config_path"] == str(Path("c.yaml").resolve()) and params["run_id"] == "r1"
+    assert params["overrides"] == {"population.n": 5} and params["runs_root"].endswith("/runs")
+    with pytest.raises(UserError) as info:
+        stage_parameters("c.yaml", "r1", "runs", {"backend.base_urls": ["http://u:sk-1@h/v1"]}, {"experiment": "gpu"})
+    assert info.value.field == "work_pool" and "api_key_env" in info.value.message
