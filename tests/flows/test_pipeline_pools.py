@@ -84,6 +84,21 @@ def test_stages_run_on_the_pools_the_config_names(prefect_server: dict[str, str]
         assert pipeline["state_type"] == "COMPLETED" and pipeline["work_pool_name"] is None  # the CLI's process
         (personas,) = runs_of["crowdlab-personas"]  # what the pipeline runs in-process, here on the pool's worker
         assert personas["work_pool_name"] is None and personas["state_type"] == "COMPLETED"
+
+        # The stage fails on its worker (the key variable the pipeline's host has is empty there):
+        # the pipeline stops with one line naming the pool's field and the stage's own error.
+        key_env = "CROWDLAB_POOL_TEST_KEY"
+        population = pipeline_config()["population"]
+        population = {**population, "backgrounds": {"work_pool": SMALL, "backend": {
+            "kind": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"], "api_key_env": key_env}}}
+        config = write_config(tmp_path, population=population, rounds=1)
+        result = run_cli(["run", str(config), "--run-id", "nokey", "--runs-root", str(runs)],
+                         {**env, key_env: "k"}, tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: population.backgrounds.work_pool: the population "
+                                                       f"stage on work pool '{SMALL}' ended"), lines
+        assert key_env in lines[0] and "Traceback" not in result.stdout + result.stderr
     finally:
         for worker in workers:
             stop(worker)
