@@ -5,7 +5,9 @@ depends on it). The run happens in a subprocess: the session's tiny-model engine
 process (tests/conftest.py), and one small script there runs the experiment twice on one warm
 engine. What the model chooses is never asserted: only that every answer is a well-formed
 answer of the scenario's schema, that nothing was cut off, and that the same seeds give the same
-answers.
+answers. The same process and engine then play the shipped public-goods interview config small
+(8 agents, 1 round, every agent interviewed): every interview answer is valid, stored in
+interviews/ and shown in the report.
 """
 
 from __future__ import annotations
@@ -67,8 +69,30 @@ SCRIPT = textwrap.dedent("""
     # the same config and seeds again on the same engine (a shorter game would change the prompts)
     assert engine.reset_prefix_cache()
     out["runs"].append(str(run(config, run_id="again", runs_root=sys.argv[2]).run_dir))
+    # the shipped interview config on the same warm engine (same backend options)
+    try:
+        from crowdlab.experiments.answers import answer_schema
+        interview = load_config(sys.argv[3])
+        out["interview_schema"] = answer_schema(make_scenario(interview.scenario).params.interview.fields)
+        out["interview"] = str(run(interview, run_id="interview", runs_root=sys.argv[2]).run_dir)
+    except Exception:
+        import traceback
+        out["interview_error"] = traceback.format_exc()[-3000:]
     print("RESULT " + json.dumps(out))
 """)
+
+INTERVIEW_AGENTS = 8
+
+
+def interview_config(model: Path) -> dict:
+    """experiments/configs/public_goods_interview.yaml played by SmolLM2 (as its comment says),
+    small: 8 agents in two groups, 1 round, every agent interviewed."""
+    config = yaml.safe_load((REPO / "experiments/configs/public_goods_interview.yaml").read_text())
+    config["population"].update({"spec": str(REPO / config["population"]["spec"]), "n": INTERVIEW_AGENTS, "seed": 3})
+    config["scenario"]["interview"]["sample"] = 1.0
+    config.update({"backend": contest(model)["backend"], "sampling": {"temperature": 1.0, "max_tokens": 256},
+                   "rounds": 1, "shard_size": INTERVIEW_AGENTS})
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +100,11 @@ def two_runs(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("smollm2")
     config = folder / "contest.yaml"
     config.write_text(yaml.safe_dump(contest(smollm2)))
+    interview = folder / "interview.yaml"
+    interview.write_text(yaml.safe_dump(interview_config(smollm2), sort_keys=False))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(config), str(folder / "runs")], env=env,
-                          capture_output=True, text=True, timeout=840)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(config), str(folder / "runs"), str(interview)],
+                          env=env, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     return json.loads(line.removeprefix("RESULT "))
@@ -113,3 +139,26 @@ def test_same_seeds_reproduce_the_same_answers(two_runs: dict) -> None:
            [(r["round"], r["agent_id"], r["seed"], r["text"]) for r in again]
     # seeded sampling at temperature 1, not one canned answer
     assert len({r["text"] for r in first}) > N_AGENTS // 2
+
+
+def test_the_shipped_interview_gets_valid_answers_from_the_model(two_runs: dict) -> None:
+    import jsonschema
+
+    from crowdlab.analysis.report import write_report
+
+    assert "interview_error" not in two_runs, two_runs.get("interview_error")
+    run_dir = Path(two_runs["interview"])
+    rows = ds.dataset(run_dir / "interviews", format="parquet").to_table().sort_by("agent_id").to_pylist()
+    assert [r["agent_id"] for r in rows] == list(range(INTERVIEW_AGENTS))  # everyone, once
+    questions = yaml.safe_load((REPO / "experiments/configs/public_goods_interview.yaml").read_text())
+    declared = {name: f for q in questions["scenario"]["interview"]["questions"] for name, f in q["fields"].items()}
+    for row in rows:
+        assert row["valid"] and row["error"] is None, row
+        assert row["prompt_hash"] and row["output_tokens"] > 0  # a real chat, not a rule
+        jsonschema.validate(json.loads(row["text"]), two_runs["interview_schema"])
+        assert row["answer_motive"] in declared["motive"]["options"]
+        assert 1 <= row["answer_trust"] <= len(declared["trust"]["labels"])
+        assert len(row["answer_explanation"]) <= declared["explanation"]["max_chars"]
+    assert (run_dir / "interview_prompts").is_dir()
+    page = write_report(run_dir).read_text()
+    assert 'id="interviews"' in page and "motive" in page
