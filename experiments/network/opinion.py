@@ -115,10 +115,10 @@ class OpinionScenario:
                   f"Each round you read what people you follow think, then give your own stance on a scale from "
                   f"{self._scale()}. You may change your mind or keep it.")
         ask = f'Round {history.round} of {history.total_rounds}: what is your stance now? Answer in JSON: {{"stance": <whole number>}}'
-        if p.messages is not None:
-            ask = (f'Round {history.round} of {history.total_rounds}: write a short post for the people who follow you '
-                   f'(at most {p.messages.max_chars} characters), then give your stance. Answer in JSON: '
-                   f'{{"message": "<post>", "stance": <whole number>}}')
+        if p.messages is not None:  # the instructions in the system prompt, which every agent shares (prefix cache)
+            system += (f"\nEach round you also write a short post for the people who follow you (at most "
+                       f'{p.messages.max_chars} characters). Answer in JSON: {{"message": "<post>", "stance": <whole number>}}')
+            ask = f"Round {history.round} of {history.total_rounds}: write your post, then give your stance."
         described = "description" in personas.column_names
         desc = personas["description"].to_pylist() if described else [None] * len(agent_ids)
         own = history.own_values[:, -1] if history.own_values.shape[1] else initial_stance(p, personas, agent_ids)

@@ -117,6 +117,43 @@ def test_shipped_config_loads() -> None:
     assert cfg.scenario.kind == "opinion"
 
 
+def test_llm_config_caps_posts_and_the_bench_serves_it_with_the_cpu_backend(monkeypatch) -> None:
+    """opinion_llm.yaml keeps posts short (80 characters in the answer schema, 48 sampled tokens);
+    bench/opinion_llm.py swaps its vLLM level for backends/smollm2_cpu.yaml and sizes the run."""
+    import importlib.util
+    import types
+
+    import yaml
+
+    from crowdlab.experiments.config import validate_config
+    from crowdlab.experiments.design import expand_design
+
+    cfg = load_config(REPO / "experiments/configs/opinion_llm.yaml")
+    levels = cfg.design.factors["backend"]
+    assert [level["kind"] for level in levels] == ["vllm", "opinion_dynamics"]
+    assert cfg.scenario.messages.max_chars == 80 and cfg.sampling.max_tokens == 48
+    llm = next(c for c in expand_design(cfg) if c.config.backend.kind == "vllm")
+    from crowdlab.experiments.scenarios import make_scenario
+
+    schema = make_scenario(llm.config.scenario).answer_schema()
+    assert schema["properties"]["message"]["maxLength"] == 80 and schema["required"] == ["message", "stance"]
+
+    spec = importlib.util.spec_from_file_location("bench_opinion_llm", REPO / "bench/opinion_llm.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.chdir(REPO)
+    cpu = yaml.safe_load((REPO / "experiments/configs/backends/smollm2_cpu.yaml").read_text())
+    args = types.SimpleNamespace(config=str(bench.CONFIG), backend=str(bench.BACKEND), agents=30, rounds=2,
+                                 shard_size=None, max_chars=None, max_tokens=32, set=["seed=5"], no_baseline=False)
+    both = validate_config(bench.experiment(args))
+    assert both.population.n == 30 and both.rounds == 2 and both.shard_size == 30 and both.seed == 5
+    assert both.sampling.max_tokens == 32 and both.scenario.messages.max_chars == 80
+    vllm, baseline = both.design.factors["backend"]
+    assert vllm == dict(cpu, label="smollm2-135m") and baseline["kind"] == "opinion_dynamics"
+    alone = validate_config(bench.experiment(types.SimpleNamespace(**{**vars(args), "no_baseline": True})))
+    assert "backend" not in alone.design.factors and alone.backend.kind == "vllm"
+
+
 def test_report_summary_names_the_network(people: Path, tmp_path: Path) -> None:
     from crowdlab.analysis.run_summary import run_summary
 
