@@ -149,3 +149,22 @@ def test_diffusion_counts_readers_shown_the_post_not_all_who_could_read_it(tmp_p
         prompts = _prompts_by_agent(result.run_dir, "c000", k)
         shown_now = sum(any(line.endswith(f"(round 1): {message}") for line in prompts[a].splitlines()) for a in others)
         assert rounds.loc[k, "outcome_exposed_share"] == pytest.approx(shown_now / len(others))
+
+
+def test_diffusion_without_posts_follows_the_seeders_stance(tmp_path: Path) -> None:
+    """No messages: the seeders' stance is what spreads, seen by every out-neighbour the round
+    after the intervention, so the exact curve and the bound agree with the round's exposure."""
+    ids = np.arange(200, dtype=np.int64)
+    people = write_table_atomic(pa.table({"agent_id": ids}), tmp_path / "people.parquet")
+    treatment = {"round": 2, "seeders": "top_degree", "share": 0.05, "message": "Hold 7.", "stance": 7}
+    cfg = {"experiment": "stance", "population": {"personas": str(people)},
+           "network": {"kind": "barabasi_albert", "m": 2},
+           "scenario": {"kind": "opinion", "intervention": treatment},
+           "backend": {"kind": "opinion_dynamics", "model": "degroot"}, "rounds": 4, "shard_size": 200, "seed": 3}
+    result = run(cfg, run_id="r", runs_root=tmp_path / "runs")
+    curve = diffusion(result.run_dir).set_index("round")
+    exposed = result.rounds().to_pandas().query("group == -1").set_index("round")["outcome_exposed_share"]
+    assert curve["reached_share"].tolist() == curve["reachable_share"].tolist()
+    assert curve.loc[2, "reached_share"] == 0.0 and curve.loc[3, "reached_share"] > 0.3
+    assert curve.loc[3, "reached_share"] == pytest.approx(exposed[3])
+    assert curve.loc[4, "reached_share"] == curve.loc[3, "reached_share"]  # cumulative, nothing new
