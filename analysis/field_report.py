@@ -106,4 +106,5 @@ def first_field_summary(run: RunData) -> pd.DataFrame:
     return pd.DataFrame()
 
 
-__all__ = ["field_breakdowns", "field_overview", "field_sections", "first_field_summary", "human_tables", "is_beauty_contest"]
+__all__ = ["field_breakdowns", "field_overview", "field_sections", "first_field_summary", "human_tables",
+           "is_beauty_contest"]
