@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crowdlab.experiments.answers import AnswerField, AnswerType
 from crowdlab.experiments.scenarios.formula import Formula, FormulaError
@@ -108,6 +108,22 @@ class Baseline(_Model):
     ``{option: score formula}``, every option named (see ``backends/baseline.py``)."""
 
     fields: dict[str, str | dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _formula_texts(cls, value: Any) -> Any:
+        """A number is a constant formula; anything but a formula or ``{option: formula}`` is
+        refused naming the field (and option)."""
+        if not isinstance(value, dict):
+            return value
+
+        def text(v: Any, where: str) -> str:
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise ValueError(f"{where}: a formula (text or a number), got {type(v).__name__}")
+            return str(v)
+
+        return {name: {str(k): text(v, f"{name}.{k}") for k, v in source.items()} if isinstance(source, dict)
+                else text(source, str(name)) for name, source in value.items()}
     parameters: dict[str, float] = Field(default_factory=dict, description="constants the formulas read")
 
 

@@ -39,7 +39,7 @@ def config(personas: Path, shard_size: int = 250) -> dict[str, Any]:
             "outcome": [{"rule": "aggregate", "name": "modes", "field": "transport", "stat": "share"}],
             "baseline": {"fields": {
                 # bus always drawn, bike never, car by a parameter, on foot more in round 2
-                "transport": {"bus": "1", "bike": "0", "car": "car_share", "on foot": "0.2 * round"},
+                "transport": {"bus": "1", "bike": 0, "car": "car_share", "on foot": "0.2 * round"},  # a number: a constant
                 "any_transport": {"bus": "0.5", "bike": "0.5", "car": "0.5", "on foot": "0.5"},
                 # a random-utility ranking: subsidy usually first, nothing usually last
                 "policy": {"tax": "1 + normal()", "subsidy": "3 + normal()", "ban": "normal()",
@@ -126,6 +126,8 @@ BAD = [
     (f"{B}.transport", "uniform()", f"{B}.transport", "one selection probability formula per option"),
     (f"{B}.policy", "1", f"{B}.policy", "one score formula per option"),
     (f"{B}.effort", {"x": "1"}, f"{B}.effort", "takes one formula, not a mapping"),
+    (f"{B}.effort", [1], f"{B}.effort", "a formula (text or a number), got list"),
+    (f"{B}.policy.tax", None, f"{B}.policy.tax", "a formula (text or a number), got NoneType"),
     (f"{B}.transport", {"bus": "1", "bike": "0", "car": "0", "on foot": "0", "train": "1"}, f"{B}.transport",
      "unknown option 'train'"),
     (f"{B}.policy", {"tax": "1", "subsidy": "2"}, f"{B}.policy", "no score formula for option(s) 'ban', 'nothing'"),
