@@ -136,9 +136,10 @@ def _json_lists(rows: np.ndarray, idx: np.ndarray, counts: np.ndarray, options: 
                 ok: np.ndarray) -> pa.Array:
     """JSON list text per row (``["a", "b"]``; ``null`` where not ``ok``) from flat (row, option)
     pairs in row order."""
-    quoted = np.array([json.dumps(o) for o in options], dtype=object)
+    quoted = pa.array([json.dumps(o) for o in options], pa.string())
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(quoted[idx] if idx.size else [], pa.string()))
+    items = pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int32)), quoted).cast(pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(offsets), items)
     text = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "")
     return pc.if_else(pa.array(~ok), "null", text)
 
