@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crowdlab.experiments.assignment import model_counts
 from crowdlab.experiments.config import ExperimentConfig
@@ -57,19 +57,28 @@ class Price(BaseModel):
 
 
 class ModelThroughput(BaseModel):
-    """Steady-state decisions per second of one engine, and its start-up seconds."""
+    """Steady-state decisions (and background personas) per second of one engine, and its start-up seconds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    decisions_per_s: float = Field(gt=0)
+    decisions_per_s: float | None = Field(None, gt=0, description="decisions per second (the experiment stage)")
+    backgrounds_per_s: float | None = Field(
+        None, gt=0, description="personas per second in the backgrounds stage: writer and reader calls, "
+                                "the gate's retries included")
     startup_s: float = Field(0.0, ge=0)
     output_tokens_per_call: float | None = Field(None, gt=0, description="measured mean, if known")
     overhead_s_per_shard_round: float = Field(0.0, ge=0, description="framework time per shard-round")
     source: str = "throughput table"
 
+    @model_validator(mode="after")
+    def _a_rate(self) -> "ModelThroughput":
+        if self.decisions_per_s is None and self.backgrounds_per_s is None:
+            raise ValueError("give decisions_per_s, backgrounds_per_s or both")
+        return self
+
 
 class ThroughputTable(BaseModel):
-    """``models: {<model path, id or label>: {decisions_per_s, startup_s}}`` (YAML)."""
+    """``models: {<model path, id or label>: {decisions_per_s, backgrounds_per_s, startup_s}}`` (YAML)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -412,6 +421,8 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     # per (label, backend key): running sums over conditions
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     personas = None
+    background = None if config.population.backgrounds is None else \
+        plan_backgrounds(config, notes, runs_root, throughput, k, seed)
     with tempfile.TemporaryDirectory(prefix="crowdlab-plan-") as tmp_name:
         tmp = Path(tmp_name)
         for cond in conditions:
@@ -422,6 +433,8 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
             if llm:
                 if personas is None:
                     personas = _sample_personas(config, n_agents, k, seed)
+                    if background is not None:  # the decisions see the texts the first stage writes
+                        personas = background.with_texts(personas, notes)
                 from crowdlab.experiments.scenarios import make_scenario
 
                 scen = make_scenario(cond.config.scenario)
@@ -449,7 +462,7 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
                     ids = chat_token_ids(tok[0], tok[1], round_chats)
                     a["prompt"] += float(np.mean([len(i) for i in ids])) * int(count) * reps
                     a["prefix"] += common_prefix(ids) * int(count) * reps
-    stages: list[StagePlan] = [] if config.population.backgrounds is None else [_backgrounds_stage(config, notes)]
+    stages: list[StagePlan] = [] if background is None else [background.stage]
     overhead_per_shard_round: list[float] = []
     shard_rounds = len(conditions) * reps * rounds * n_shards
     for a in acc.values():
@@ -462,6 +475,9 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
             if tp is None:
                 raise ConfigError("throughput", f"the table has no entry for model {backend.get('model') or label!r} "
                                                 f"(key it by the backend's model or the label {label!r})")
+            if tp.decisions_per_s is None:
+                raise ConfigError("throughput", f"the entry of model {backend.get('model') or label!r} has no "
+                                                "decisions_per_s (it plays the decisions)")
         if tp is None and (a["llm"] or backend["kind"] in _MODELLED_KINDS):
             tp = measured_throughput(runs_root, backend)
             if tp is None and a["llm"]:
@@ -501,12 +517,14 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
             stage.gpu_hours = round(stage.wall_s * engines * gpus / 3600, 4)
         stages.append(stage)
     overhead = round(max(overhead_per_shard_round) * shard_rounds, 1) if overhead_per_shard_round else None
-    walls = [s.wall_s for s in stages]
+    walls = [s.wall_s for s in stages if s.stage == "decisions"]
     # Locally the models of a shard run in turn; on Ray each model has its own engines, in parallel.
+    # The backgrounds are written before any decision: their time adds.
     wall = None
-    if all(w is not None for w in walls):
+    if all(s.wall_s is not None for s in stages):
         llm_time = max(walls, default=0.0) if config.dispatch.kind == "ray" else sum(walls)
-        wall = round(llm_time + (overhead or 0.0), 1)
+        wall = round(llm_time + sum(s.wall_s or 0.0 for s in stages if s.stage == "backgrounds")
+                     + (overhead or 0.0), 1)
     _price(stages, price)
     costs = [s.cost for s in stages if s.llm]
     llm_stages = [s for s in stages if s.llm]
@@ -526,26 +544,181 @@ def make_plan(config: ExperimentConfig, runs_root: str | Path = "data/runs", *,
     return plan
 
 
-def _backgrounds_stage(config: ExperimentConfig, notes: list[str]) -> StagePlan:
+class BackgroundPlan:
+    """The backgrounds stage's row of the plan, and the texts (measured or stand-in) the sample of
+    decision prompts shows where a scenario reads the backgrounds (P5)."""
+
+    def __init__(self, stage: StagePlan, texts: list[str] | None, words: int) -> None:
+        self.stage, self.texts, self.words = stage, texts, words
+
+    def with_texts(self, personas: pa.Table, notes: list[str]) -> pa.Table:
+        """The sampled persona rows with a passed ``background`` each: earlier runs' texts of the
+        same model in turn, else a stand-in of the spec's length made of the persona's facts."""
+        if "background" in personas.column_names:
+            return personas
+        n = personas.num_rows
+        if self.texts:
+            texts = [self.texts[i % len(self.texts)] for i in range(n)]
+        else:
+            facts = [" ".join(str(v) for k, v in row.items() if k != "agent_id") for row in personas.to_pylist()]
+            texts = [" ".join((f.split() * self.words)[:self.words]) for f in facts]
+            notes.append(f"backgrounds in the decision prompts: stand-ins of {self.words} words (no earlier "
+                         "background run of this model measured)")
+        return personas.append_column("background", pa.array(texts, pa.string())) \
+            .append_column("background_consistent", pa.array([True] * n))
+
+
+def plan_backgrounds(config: ExperimentConfig, notes: list[str], runs_root: str | Path,
+                     throughput: ThroughputTable | None, k: int, seed: int) -> BackgroundPlan:
     """The population's backgrounds: per persona one writer and one reader (gate) call per try.
 
-    Planned with one try each (a retry follows only a text the gate rejects); the note gives the
-    most the gate's ``max_tries`` allows. Time and tokens of this stage are not estimated yet."""
+    Planned with one try each (a retry follows only a text the gate rejects); a note gives the
+    most the gate's ``max_tries`` allows. Tokens as for the decisions: the writer chats of a
+    seeded sample of personas rendered and counted with the model's own tokenizer; the reader
+    chats around earlier runs' texts of the same model when there are some (their length is the
+    writer's measured output), else around an empty text plus the writer's cap; the reader's
+    output is the sample's gate fields as compact JSON (what a correct reading returns), capped.
+    Wall time: start-up + personas / (personas per second), measured in earlier generations of
+    the same backend under ``runs_root`` (``measured_background_throughput``) or the table's
+    ``backgrounds_per_s``."""
     from crowdlab.experiments.prepare import background_backend
     from crowdlab.personas import load_spec
+    from crowdlab.personas.backgrounds import prompts
 
     backend = background_backend(config)
     spec = load_spec(config.population.spec)
+    bg = spec.background
+    assert bg is not None  # background_backend refused a spec without one
     n = int(config.population.n or 0)
-    max_tries = spec.background.gate.max_tries if spec.background is not None else 1
     llm = backend.get("kind") in LLM_KINDS
     label = str(backend.get("label") or backend.get("model") or backend["kind"])
     notes.append(f"backgrounds: {n:,} personas x (writer + reader) = {2 * n:,} calls with one try each, at most "
-                 f"{2 * n * max_tries:,} with the gate's {max_tries} tries"
-                 + ("; their wall time and tokens are not estimated" if llm else ""))
-    return StagePlan(stage="backgrounds", model=label, kind=backend["kind"], llm=llm, calls=2 * n,
-                     calls_per_round=2 * n, wall_s=None if llm else 0.0,
-                     throughput_source=None if llm else f"not measured (the rule-based {backend['kind']} writer: negligible)")
+                 f"{2 * n * bg.gate.max_tries:,} with the gate's {bg.gate.max_tries} tries")
+    stage = StagePlan(stage="backgrounds", model=label, kind=backend["kind"], llm=llm, calls=2 * n, calls_per_round=2 * n)
+    if not llm:
+        stage.wall_s = 0.0
+        stage.throughput_source = f"not measured (the rule-based {backend['kind']} writer: negligible)"
+        return BackgroundPlan(stage, None, bg.words)
+    tp = None
+    if throughput is not None:
+        tp = _table_entry(throughput, label, backend)
+        if tp is None:
+            raise ConfigError("throughput", f"the table has no entry for model {backend.get('model') or label!r} "
+                                            f"(the backgrounds' model; key it by the backend's model or {label!r})")
+        if tp.backgrounds_per_s is None:
+            tp = None  # the table times its decisions only: measured generations, if any
+    measured = measured_background_throughput(runs_root, backend) \
+        or measured_background_throughput(runs_root, backend, same_options=False)
+    texts = measured[1] if measured else None
+    tok = tokenizer_for(backend)
+    if tok is None:
+        notes.append(f"backgrounds: no local tokenizer for {backend.get('model')!r}; tokens not estimated")
+    else:
+        _background_tokens(stage, tok, _sample_personas(config, n, k, seed), bg, texts, n, prompts)
+    tp = tp or (measured[0] if measured else None)
+    if tp is None:
+        notes.append(f"backgrounds: no measured throughput of {label} under {runs_root} and no backgrounds_per_s "
+                     "in a --throughput table: their wall time and GPU cost unknown")
+    else:
+        assert tp.backgrounds_per_s is not None
+        stage.wall_s = round(tp.startup_s + n / tp.backgrounds_per_s, 1)
+        stage.throughput_source = tp.source
+        stage.gpu_hours = round(stage.wall_s / 3600, 4)
+    return BackgroundPlan(stage, texts, bg.words)
+
+
+def _background_tokens(stage: StagePlan, tok: tuple[Any, str | None], rows: pa.Table, bg: Any,
+                       texts: list[str] | None, n: int, prompts: Any) -> None:
+    """Fill the stage's token fields from the sample (see ``plan_backgrounds``)."""
+    tokenizer, template = tok
+    writer = chat_token_ids(tokenizer, template, prompts.writer_messages(rows, bg))
+    if texts:
+        written = float(np.mean([len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]))
+        writer_out, source = min(written, bg.token_budget), "measured"
+        reader = chat_token_ids(tokenizer, template, prompts.reader_messages(texts))
+        reader_prompt = float(np.mean([len(i) for i in reader]))
+    else:
+        writer_out, source = float(bg.token_budget), "cap (upper bound)"
+        reader = chat_token_ids(tokenizer, template, prompts.reader_messages([""] * 2))
+        reader_prompt = float(np.mean([len(i) for i in reader])) + writer_out
+    answers = [json.dumps({f: r[f] for f in bg.gate_fields}, ensure_ascii=False, default=str, separators=(",", ":"))
+               for r in rows.select(bg.gate_fields).to_pylist()]
+    reader_out = min(float(np.mean([len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers])),
+                     float(bg.gate.max_tokens))
+    writer_prompt = float(np.mean([len(i) for i in writer]))
+    prefix = common_prefix(writer) + common_prefix(reader)
+    stage.prompt_tokens_per_call = round((writer_prompt + reader_prompt) / 2, 1)
+    stage.prompt_tokens = int(round(n * (writer_prompt + reader_prompt)))
+    stage.shared_prefix_tokens = round(prefix / 2, 1)
+    stage.shared_prefix_share = round(prefix / (writer_prompt + reader_prompt), 4)
+    stage.output_tokens_per_call = round((writer_out + reader_out) / 2, 1)
+    stage.output_tokens_cap = math.ceil((bg.token_budget + bg.gate.max_tokens) / 2)  # per call: writer's and reader's
+    stage.output_tokens_source = source
+    stage.output_tokens = int(round(n * (writer_out + reader_out)))
+
+
+def _generation_manifests(root: Path) -> list[Path]:
+    """Finished background generations under a runs root: a pipeline run's ``population/`` and a
+    ``crowdlab personas generate`` folder (``<runs_root>/personas/<name>``)."""
+    found = [*root.glob("*/*/population/manifest.json"), *root.glob("*/*/manifest.json")]
+    return sorted(set(found))
+
+
+def measured_background_throughput(runs_root: str | Path, backend: dict[str, Any], same_options: bool = True,
+                                   texts: int = 64) -> tuple[ModelThroughput, list[str]] | None:
+    """Personas per second of earlier background generations of ``backend`` under ``runs_root``
+    (None if none), and up to ``texts`` of their backgrounds (for the token estimate).
+
+    Each finished generation folder records when it started; its shard files, in the order they
+    were written, give the steady rate (shards after the first) and the start-up (the first
+    shard's time beyond that rate). A generation that was interrupted and resumed counts its
+    pause: a conservative figure.
+    """
+    root = Path(runs_root)
+    if not root.is_dir():
+        return None
+    ident = backend_key if same_options else model_key
+    key = ident(backend)
+    steady_n = steady_s = 0.0
+    startups: list[float] = []
+    sample: list[str] = []
+    used: list[str] = []
+    for path in _generation_manifests(root):
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        config = manifest.get("backend_config")
+        if manifest.get("status") != "done" or not isinstance(config, dict) or "spec_hash" not in manifest \
+                or ident(config) != key:
+            continue
+        shards = sorted(path.parent.joinpath("shards").glob("shard-*.parquet"), key=lambda p: p.stat().st_mtime)
+        rows = [pq.ParquetFile(p).metadata.num_rows for p in shards]
+        times = [p.stat().st_mtime for p in shards]
+        started = float(manifest.get("started") or 0.0)
+        if not shards or not started:
+            continue
+        if len(shards) > 1 and times[-1] > times[0]:
+            rate = sum(rows[1:]) / (times[-1] - times[0])
+            steady_n += sum(rows[1:])
+            steady_s += times[-1] - times[0]
+            startups.append(max(0.0, times[0] - started - rows[0] / rate))
+        elif times[0] > started:
+            steady_n += rows[0]
+            steady_s += times[0] - started
+        else:
+            continue
+        used.append(str(path.parent.relative_to(root)))
+        if len(sample) < texts:
+            table = pq.read_table(path.parent / "personas.parquet", columns=["background"])
+            sample += [t for t in table.column("background").to_pylist()[:texts - len(sample)] if t]
+    if steady_n <= 0 or steady_s <= 0:
+        return None
+    return ModelThroughput(
+        backgrounds_per_s=steady_n / steady_s, startup_s=float(np.mean(startups)) if startups else 0.0,
+        source=f"measured in {len(used)} background generation(s) under {root}"
+               f"{'' if same_options else ' (same model, other engine options)'}: {', '.join(used[:3])}"
+               f"{' ...' if len(used) > 3 else ''}"), sample
 
 
 def _modelled_seconds(backend: dict[str, Any], calls: int, shard_rounds: int, engines: int) -> float:

@@ -121,13 +121,21 @@ def test_estimate_against_a_real_engine_run(personas_path: Path, tiny_model: Pat
 
 def test_cli_plan_and_bad_input(personas_path: Path, tiny_model: Path, tiny_engine_options: dict,
                                 tmp_path: Path) -> None:
+    """One real `crowdlab plan` process; the other cases through the same typer app in this process."""
+    from typer.testing import CliRunner
+
+    from crowdlab.flows.cli import app
+
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(_config(personas_path, _llm(tiny_model, tiny_engine_options))))
     runs = tmp_path / "runs"
     ok = _cli(["plan", str(config), "--runs-root", str(runs), "--max-calls", "1200"], tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "1,200" in ok.stdout and "no measured throughput" in ok.stdout
-    as_json = json.loads(_cli(["plan", str(config), "--runs-root", str(runs), "--json"], tmp_path).stdout)
+    runner = CliRunner()
+    as_json = runner.invoke(app, ["plan", str(config), "--runs-root", str(runs), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    as_json = json.loads(as_json.stdout)
     assert as_json["llm_calls"] == 1200 and as_json["stages"][0]["prompt_tokens_per_call"] > 0
     table = tmp_path / "tp.yaml"
     table.write_text(yaml.safe_dump({"models": {"someone-else": {"decisions_per_s": 3}}}))
@@ -140,14 +148,14 @@ def test_cli_plan_and_bad_input(personas_path: Path, tiny_model: Path, tiny_engi
         (["--max-cost", "1", "--price-gpu-hour", "2"], "error: max_cost: cannot check the cost"),
     ]
     for extra, message in cases:
-        bad = _cli(["plan", str(config), "--runs-root", str(runs), *extra], tmp_path)
-        assert bad.returncode == 2, (extra, bad.stdout, bad.stderr)
+        bad = runner.invoke(app, ["plan", str(config), "--runs-root", str(runs), *extra])
+        assert bad.exit_code == 2, (extra, bad.output)
         lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and lines[0].startswith(message), (extra, bad.stderr)
-        assert "Traceback" not in bad.stderr
+        assert "Traceback" not in bad.stderr and isinstance(bad.exception, SystemExit)  # a clean exit, no crash
     # `crowdlab run` refuses to start above its limits: nothing is written.
-    refused = _cli(["run", str(config), "--no-prefect", "--runs-root", str(runs), "--max-calls", "10"], tmp_path)
-    assert refused.returncode == 2 and "error: max_calls: the plan makes 1,200 LLM calls" in refused.stderr
+    refused = runner.invoke(app, ["run", str(config), "--no-prefect", "--runs-root", str(runs), "--max-calls", "10"])
+    assert refused.exit_code == 2 and "error: max_calls: the plan makes 1,200 LLM calls" in refused.stderr
     assert not runs.exists()
 
 
@@ -211,3 +219,84 @@ def test_stand_ins_are_timed_by_their_own_config(personas_path: Path, tmp_path: 
     assert stage.wall_s == pytest.approx(0.5 * 3 * 2 + 1200 / 100)  # 3 shards x 2 rounds, then calls / rate
     dummy = make_plan(validate_config(_config(personas_path, {"kind": "dummy", "latency_s": 2.0})), tmp_path / "runs")
     assert dummy.stages[0].wall_s == pytest.approx(2.0 * 3 * 2)  # one sleep per shard-round
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _small_background_spec(tmp_path: Path) -> Path:
+    """backgrounds_demo with 5-word backgrounds and one try (a cheap real generation)."""
+    spec = yaml.safe_load((REPO_ROOT / "data/populations/backgrounds_demo.yaml").read_text())
+    spec["background"]["words"] = 5
+    spec["background"]["gate"]["max_tries"] = 1
+    path = tmp_path / "bg_spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _pipeline(spec: Path, writer: dict, n: int = 50, **extra) -> dict:
+    return {"experiment": "planpipe", "population": {"spec": str(spec), "n": n, "backgrounds": {"backend": writer}},
+            "scenario": {"kind": "beauty_contest", "variant": "P5"}, "backend": {"kind": "behavioral"},
+            "rounds": 1, "shard_size": 25, **extra}
+
+
+def test_backgrounds_stage_tokens_time_and_cost(tiny_model: Path, tmp_path: Path) -> None:
+    """The backgrounds' model's own tokenizer counts writer and reader prompts; the table's
+    backgrounds_per_s times the stage, which adds to the run's wall time and cost."""
+    from crowdlab.personas import load_spec
+
+    spec = _small_background_spec(tmp_path)
+    writer = {"kind": "transformers", "model": str(tiny_model)}
+    config = validate_config(_pipeline(spec, writer))
+    table = ThroughputTable.model_validate({"models": {str(tiny_model): {"backgrounds_per_s": 5, "startup_s": 2}}})
+    plan = make_plan(config, tmp_path / "runs", throughput=table, price=Price(gpu_hour=3.6), sample=16)
+    bg, decisions = plan.stages
+    assert (bg.stage, bg.llm, bg.calls, decisions.stage) == ("backgrounds", True, 100, "decisions")
+    background = load_spec(spec).background
+    cap = -(-(background.token_budget + background.gate.max_tokens) // 2)  # writer and reader calls alike
+    assert bg.output_tokens_source.startswith("cap") and bg.output_tokens_cap == cap
+    # the writer at its cap, the reader's answer the gate fields as JSON (below its own cap)
+    assert background.token_budget / 2 < bg.output_tokens_per_call < cap
+    # writer chats carry the persona's facts; reader chats an empty text plus the writer's cap
+    assert 50 < bg.prompt_tokens_per_call < 2000
+    assert bg.prompt_tokens == pytest.approx(bg.prompt_tokens_per_call * bg.calls, rel=1e-3)
+    assert 0.2 < bg.shared_prefix_share < 1  # the two system prompts
+    assert bg.wall_s == pytest.approx(2 + 50 / 5) and bg.cost == pytest.approx(bg.wall_s / 3600 * 3.6, rel=1e-2)
+    assert plan.wall_s == pytest.approx(bg.wall_s + decisions.wall_s)  # written before any decision
+    assert plan.llm_calls == 100 and plan.prompt_tokens == bg.prompt_tokens and plan.cost == bg.cost
+    assert "| backgrounds |" in plan_markdown(plan)
+    # A table without the backgrounds' model is refused; one without their rate leaves the time unknown.
+    with pytest.raises(ConfigError, match="backgrounds' model"):
+        make_plan(config, tmp_path / "runs", throughput=ThroughputTable.model_validate({"models": {}}))
+    only_decisions = ThroughputTable.model_validate({"models": {str(tiny_model): {"decisions_per_s": 5}}})
+    unknown = make_plan(config, tmp_path / "runs", throughput=only_decisions, price=Price(gpu_hour=1))
+    assert unknown.stages[0].wall_s is None and unknown.wall_s is None and unknown.cost is None
+    with pytest.raises(ConfigError, match="max_cost"):
+        check_limits(unknown, max_cost=100)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_backgrounds_stage_from_an_earlier_generation(tiny_model: Path, tiny_engine_options: dict, vllm_backend,
+                                                      tmp_path: Path) -> None:
+    """After a real generation with the model (the session's warm engine), the plan times the
+    stage from its shards and counts the reader's prompts around the texts it wrote."""
+    from crowdlab.experiments.plan import measured_background_throughput
+    from crowdlab.personas import load_spec
+    from crowdlab.personas.backgrounds import generate as gen
+
+    spec = _small_background_spec(tmp_path)
+    writer = _llm(tiny_model, tiny_engine_options)
+    runs = tmp_path / "runs"
+    config = validate_config(_pipeline(spec, writer, n=12))
+    before = make_plan(config, runs).stages[0]
+    assert before.wall_s is None and before.output_tokens_source.startswith("cap")
+    gen.generate(load_spec(spec), 12, 0, runs / "personas" / "tiny", backend=writer, shard_size=4)
+    found = measured_background_throughput(runs, writer)
+    assert found is not None and found[0].backgrounds_per_s > 0 and "personas/tiny" in found[0].source
+    assert measured_background_throughput(runs, {**writer, "max_model_len": 512}) is None  # other options
+    after = make_plan(config, runs)
+    bg = after.stages[0]
+    assert bg.output_tokens_source == "measured" and bg.wall_s is not None and after.wall_s is not None
+    assert bg.wall_s == pytest.approx(found[0].startup_s + 12 / found[0].backgrounds_per_s, abs=0.1)
+    assert bg.prompt_tokens_per_call != before.prompt_tokens_per_call  # readers around the real texts
