@@ -300,3 +300,21 @@ def test_backgrounds_stage_from_an_earlier_generation(tiny_model: Path, tiny_eng
     assert bg.output_tokens_source == "measured" and bg.wall_s is not None and after.wall_s is not None
     assert bg.wall_s == pytest.approx(found[0].startup_s + 12 / found[0].backgrounds_per_s, abs=0.1)
     assert bg.prompt_tokens_per_call != before.prompt_tokens_per_call  # readers around the real texts
+
+
+def test_a_p5_plan_shows_the_backgrounds_as_self_descriptions(tiny_model: Path, tmp_path: Path) -> None:
+    """P5 on a spec without a description column: the sampled decision prompts carry stand-in
+    backgrounds of the spec's length (no earlier generation to take real ones from)."""
+    spec = yaml.safe_load((REPO_ROOT / "data/populations/backgrounds_demo.yaml").read_text())
+    spec["attributes"] = [a for a in spec["attributes"] if a["name"] != "description"]
+    path = tmp_path / "no_description.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    tiny = {"kind": "transformers", "model": str(tiny_model)}
+    data = {**_pipeline(path, {"kind": "echo"}), "backend": tiny}
+    p5 = make_plan(validate_config(data), tmp_path / "runs", sample=8)
+    p1 = make_plan(validate_config({**data, "scenario": {"kind": "beauty_contest", "variant": "P1"}}),
+                   tmp_path / "runs", sample=8)
+    (decisions,) = [s for s in p5.stages if s.stage == "decisions"]
+    (plain,) = [s for s in p1.stages if s.stage == "decisions"]
+    assert decisions.prompt_tokens_per_call > plain.prompt_tokens_per_call + 20  # "About you: <60 words>"
+    assert any("stand-ins of 60 words" in note for note in p5.notes)
