@@ -614,7 +614,7 @@ def plan_backgrounds(config: ExperimentConfig, notes: list[str], runs_root: str 
     if tok is None:
         notes.append(f"backgrounds: no local tokenizer for {backend.get('model')!r}; tokens not estimated")
     else:
-        _background_tokens(stage, tok, _sample_personas(config, n, k, seed), bg, texts, n, prompts)
+        notes.append(_background_tokens(stage, tok, _sample_personas(config, n, k, seed), bg, texts, n, prompts))
     tp = tp or (measured[0] if measured else None)
     if tp is None:
         notes.append(f"backgrounds: no measured throughput of {label} under {runs_root} and no backgrounds_per_s "
@@ -628,8 +628,9 @@ def plan_backgrounds(config: ExperimentConfig, notes: list[str], runs_root: str 
 
 
 def _background_tokens(stage: StagePlan, tok: tuple[Any, str | None], rows: pa.Table, bg: Any,
-                       texts: list[str] | None, n: int, prompts: Any) -> None:
-    """Fill the stage's token fields from the sample (see ``plan_backgrounds``)."""
+                       texts: list[str] | None, n: int, prompts: Any) -> str:
+    """Fill the stage's token fields from the sample (see ``plan_backgrounds``); returns a note
+    with the writer's and the reader's own figures (the stage's are their mean per call)."""
     tokenizer, template = tok
     writer = chat_token_ids(tokenizer, template, prompts.writer_messages(rows, bg))
     if texts:
@@ -655,6 +656,9 @@ def _background_tokens(stage: StagePlan, tok: tuple[Any, str | None], rows: pa.T
     stage.output_tokens_cap = math.ceil((bg.token_budget + bg.gate.max_tokens) / 2)  # per call: writer's and reader's
     stage.output_tokens_source = source
     stage.output_tokens = int(round(n * (writer_out + reader_out)))
+    return (f"backgrounds per persona: writer prompt {writer_prompt:.0f} tokens, output {writer_out:.0f} "
+            f"({'measured' if texts else 'cap'}); reader prompt {reader_prompt:.0f}, output {reader_out:.0f} "
+            "(the gate fields as JSON)")
 
 
 def _generation_manifests(root: Path) -> list[Path]:
