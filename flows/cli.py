@@ -17,7 +17,7 @@ from crowdlab.flows.cli_errors import OneLineErrors, fail
 from crowdlab.flows.cli_models import app as models_app
 from crowdlab.flows.cli_personas import app as personas_app
 from crowdlab.flows.cli_plan import check_run_limits, plan_command
-from crowdlab.flows.cli_report import narrow_table, print_conditions, report
+from crowdlab.flows.cli_report import narrow_table, print_conditions, print_field_rounds, report
 from crowdlab.flows.cli_show import show_command
 from crowdlab.flows.prefect_env import hide_run_failures, quiet_prefect
 from crowdlab.flows.progress import add_progress_listener, remove_progress_listener
@@ -65,8 +65,15 @@ def _print_rounds(run_dir: Path) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from crowdlab.analysis import load
+    from crowdlab.analysis.fields import is_beauty_contest
     from crowdlab.analysis.plots import run_facets
 
+    data = load(run_dir)
+    if not is_beauty_contest(data):  # any other game: its primary answer field per round
+        console.print(f"rounds of {run_dir}", highlight=False, markup=False)
+        print_field_rounds(console, data)
+        return
     rounds = pq.read_table(run_dir / "rounds.parquet")
     rounds = rounds.filter(pc.equal(rounds["group"], -1)).to_pylist()
     console.print(f"rounds of {run_dir}", highlight=False, markup=False)

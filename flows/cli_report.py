@@ -83,9 +83,17 @@ def report(
 
 def _report_fields(console: Console, data, out: Optional[Path]) -> None:
     """A game that is not the beauty contest: the first answer field per round, then the report."""
-    summary = first_field_summary(data)
     console.print(f"crowdlab run {', '.join(data.run_ids)}: {data.conditions['condition_id'].nunique()} condition(s)",
                   highlight=False, markup=False)
+    print_field_rounds(console, data)
+    path = write_report(data, out)
+    console.print(f"report: {path}", highlight=False, markup=False)
+
+
+def print_field_rounds(console: Console, data) -> None:  # type: ignore[no-untyped-def]
+    """The conditions, the primary answer field per round and the interviews of a game that is not
+    the beauty contest (what ``crowdlab report`` and the end of ``crowdlab run`` print)."""
+    summary = first_field_summary(data)
     print_conditions(console, field_facets(data).labels)
     if not summary.empty:
         console.print(f"{summary['field'].iloc[0]} per round (replicates pooled):", highlight=False, markup=False)
@@ -98,8 +106,6 @@ def _report_fields(console: Console, data, out: Optional[Path]) -> None:
             table.add_row(*(_cell(v) for v in row))
         console.print(table)
     _print_interviews(console, data)
-    path = write_report(data, out)
-    console.print(f"report: {path}", highlight=False, markup=False)
 
 
 def _print_interviews(console: Console, data) -> None:  # type: ignore[no-untyped-def]

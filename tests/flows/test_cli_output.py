@@ -131,3 +131,15 @@ def test_third_party_warnings_hidden_unless_verbose() -> None:
     assert "reduce_op" in verbose and "setuptools noise" in verbose and "Triton" in verbose
     assert "reduce_op" not in quiet and "setuptools noise" not in quiet and "Triton" not in quiet
     assert "a warning of our own" in quiet  # crowdlab's own warnings are never hidden
+
+
+@pytest.mark.slow
+def test_run_of_a_declared_game_prints_its_answer_field_not_the_beauty_contest_table(tmp_path: Path) -> None:
+    """A dictator game's run ends with its `give` field per round: no `p=nan, offset=nan`
+    condition line and no empty target/winner columns of the beauty contest."""
+    done = _crowdlab("run", str(REPO_ROOT / "experiments/configs/dictator.yaml"), "--set", "population.n=40",
+                     "--runs-root", str(tmp_path), "--no-prefect")
+    assert done.returncode == 0, done.stderr
+    _assert_fits(done.stdout)
+    assert "give per round" in done.stdout
+    assert "nan" not in done.stdout and "target" not in done.stdout
