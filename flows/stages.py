@@ -74,10 +74,10 @@ def population_flow(config_path: str, run_id: str, runs_root: str = "data/runs",
                          background_backend(config))
 
 
-def _api_url() -> str:
+def _api_url() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or "a temporary local server (PREFECT_API_URL is not set)"
+    return PREFECT_API_URL.value()
 
 
 def stage_deployment(stage: str, pool: str) -> str:
@@ -89,6 +89,9 @@ def stage_deployment(stage: str, pool: str) -> str:
     from prefect.exceptions import ObjectNotFound
 
     field, template_name = POOL_FIELDS[stage], STAGE_DEPLOYMENTS[stage]
+    if not _api_url():
+        raise UserError(field, f"a stage on work pool {pool!r} needs the Prefect server its workers poll: set "
+                        "PREFECT_API_URL (without it the run has a temporary server of its own, with no workers)")
     with get_client(sync_client=True) as client:
         try:
             work_pool = client.read_work_pool(pool)

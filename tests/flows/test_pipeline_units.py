@@ -110,3 +110,13 @@ def test_a_credential_in_the_overrides_cannot_travel_to_a_pool() -> None:
     with pytest.raises(UserError) as info:
         stage_parameters("c.yaml", "r1", "runs", {"backend.base_urls": ["http://u:sk-1@h/v1"]}, {"experiment": "gpu"})
     assert info.value.field == "work_pool" and "api_key_env" in info.value.message
+
+
+def test_a_pooled_stage_without_a_prefect_server_is_one_line(tmp_path, monkeypatch) -> None:
+    """No PREFECT_API_URL: no worker could ever see the stage; refused before Prefect starts a server."""
+    from crowdlab.flows.stages import stage_deployment
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(UserError) as info:
+        stage_deployment("population", "gpu-small")
+    assert info.value.field == "population.backgrounds.work_pool" and "PREFECT_API_URL" in info.value.message
