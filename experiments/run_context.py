@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,3 +135,16 @@ def close_backends() -> None:
         _backends.clear()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """A process killed by SIGTERM's default action runs no exit handler: its run stays marked
+    ``running`` and vLLM's engine processes outlive it, re-parented and keeping a core busy. Where
+    nothing else handles SIGTERM, make it a ``SystemExit`` in the main thread, so the run is marked
+    failed and the engines shut down on the way out. Only the main thread can set a handler;
+    Prefect's, Ray's or the caller's own stay in place."""
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from crowdlab.experiments.config import ExperimentConfig
 from crowdlab.experiments.prepare import RunHandle, prepare_run
 from crowdlab.experiments.redaction import redact_text
-from crowdlab.experiments.run_context import load_context
+from crowdlab.experiments.run_context import exit_cleanly_on_sigterm, load_context
 from crowdlab.experiments.settle_step import settle_round
 from crowdlab.experiments.shard_step import run_shard
 from crowdlab.experiments.throughput import summarise
@@ -154,6 +154,7 @@ def run(config: ExperimentConfig | dict[str, Any] | str | Path, run_id: str | No
         progress: Progress | None = None) -> RunResult:
     """Run (or resume) an experiment end to end; same run id + same config resumes."""
     started = time.perf_counter()
+    exit_cleanly_on_sigterm()
     handle = prepare_run(config, run_id=run_id, runs_root=runs_root, overwrite=overwrite)
     run_dir = Path(handle.run_dir)
     try:

@@ -9,6 +9,7 @@ are constrained by the scenario's JSON schema (or regex) so they always parse.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -151,6 +152,8 @@ def get_engine(options: dict[str, Any], env: dict[str, str] | None = None) -> An
             except Exception as exc:  # engine start failures come in many types
                 raise BackendError(f"vLLM could not start model {options.get('model')!r}: {_reason(exc)}") from exc
             logger.info("vLLM engine ready in %.1f s", time.perf_counter() - started)
+            if not _ENGINES:  # shut down on the way out (run() turns SIGTERM into an exit)
+                atexit.register(release_engines)
             _ENGINES[key] = engine
         return engine
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -78,7 +80,11 @@ SCRIPT = textwrap.dedent("""
     except Exception:
         import traceback
         out["interview_error"] = traceback.format_exc()[-3000:]
-    print("RESULT " + json.dumps(out))
+    import psutil
+    out["engine_pids"] = [p.pid for p in psutil.Process().children(recursive=True)]
+    print("RESULT " + json.dumps(out), flush=True)
+    import time
+    time.sleep(600)  # until the test's SIGTERM: the engine's processes must go with this one
 """)
 
 INTERVIEW_AGENTS = 8
@@ -103,11 +109,44 @@ def two_runs(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     interview = folder / "interview.yaml"
     interview.write_text(yaml.safe_dump(interview_config(smollm2), sort_keys=False))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(config), str(folder / "runs"), str(interview)],
-                          env=env, capture_output=True, text=True, timeout=840)
-    assert done.returncode == 0, done.stderr[-3000:]
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(line.removeprefix("RESULT "))
+    log = folder / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(config), str(folder / "runs"), str(interview)],
+                                env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            line = next((line for line in proc.stdout if line.startswith("RESULT ")), None)
+            assert line is not None, log.read_text()[-3000:]
+            result = json.loads(line.removeprefix("RESULT "))
+            proc.send_signal(signal.SIGTERM)  # as `kill` or a scheduler stops a run
+            result["returncode"] = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _running(result["engine_pids"]):
+        time.sleep(1)
+    result["engine_pids_left"] = _running(result["engine_pids"])
+    return result
+
+
+def _running(pids: list[int]) -> list[int]:
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return [pid for pid in pids if alive(pid)]
+
+
+def test_sigterm_takes_the_engine_processes_with_it(two_runs: dict) -> None:
+    """SIGTERM's default action runs no exit handler, and vLLM's engine processes used to outlive
+    the process that started them, keeping a core busy: a run turns SIGTERM into an exit."""
+    assert two_runs["engine_pids"], "the engine runs in child processes"
+    assert two_runs["returncode"] == 128 + signal.SIGTERM
+    assert two_runs["engine_pids_left"] == []
 
 
 def decisions(run_dir: str):
