@@ -26,7 +26,7 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -609,13 +609,19 @@ def plan_backgrounds(config: ExperimentConfig, notes: list[str], runs_root: str 
             tp = None  # the table times its decisions only: measured generations, if any
     measured = measured_background_throughput(runs_root, backend) \
         or measured_background_throughput(runs_root, backend, same_options=False)
-    texts = measured[1] if measured else None
+    texts = measured.texts if measured else None
     tok = tokenizer_for(backend)
     if tok is None:
         notes.append(f"backgrounds: no local tokenizer for {backend.get('model')!r}; tokens not estimated")
     else:
         notes.append(_background_tokens(stage, tok, _sample_personas(config, n, k, seed), bg, texts, n, prompts))
-    tp = tp or (measured[0] if measured else None)
+    if tp is None and measured is not None:
+        tp = measured.throughput
+        planned = min(config.population.backgrounds.shard_size, n)  # type: ignore[union-attr]
+        if planned != measured.shard_size:  # one shard is one batch per try: the rate depends on its size
+            notes.append(f"backgrounds: the rate was measured with shards of about {measured.shard_size} personas, "
+                         f"this run has {planned}; an engine batches a whole shard, so larger shards usually "
+                         "run faster per persona (the time is then an overestimate) and smaller ones slower")
     if tp is None:
         notes.append(f"backgrounds: no measured throughput of {label} under {runs_root} and no backgrounds_per_s "
                      "in a --throughput table: their wall time and GPU cost unknown")
@@ -668,10 +674,18 @@ def _generation_manifests(root: Path) -> list[Path]:
     return sorted(set(found))
 
 
+class MeasuredBackgrounds(NamedTuple):
+    """What earlier generations of a backend tell the plan."""
+
+    throughput: ModelThroughput
+    texts: list[str]  # some of their backgrounds (for the token estimate)
+    shard_size: int  # the median personas per shard they were written with (an engine's batch)
+
+
 def measured_background_throughput(runs_root: str | Path, backend: dict[str, Any], same_options: bool = True,
-                                   texts: int = 64) -> tuple[ModelThroughput, list[str]] | None:
+                                   texts: int = 64) -> MeasuredBackgrounds | None:
     """Personas per second of earlier background generations of ``backend`` under ``runs_root``
-    (None if none), and up to ``texts`` of their backgrounds (for the token estimate).
+    (None if none), up to ``texts`` of their backgrounds, and the shard size they had.
 
     Each finished generation folder records when it started; its shard files, in the order they
     were written, give the steady rate (shards after the first) and the start-up (the first
@@ -687,6 +701,7 @@ def measured_background_throughput(runs_root: str | Path, backend: dict[str, Any
     startups: list[float] = []
     sample: list[str] = []
     used: list[str] = []
+    sizes: list[int] = []
     for path in _generation_manifests(root):
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -699,9 +714,9 @@ def measured_background_throughput(runs_root: str | Path, backend: dict[str, Any
         shards = sorted(path.parent.joinpath("shards").glob("shard-*.parquet"), key=lambda p: p.stat().st_mtime)
         rows = [pq.ParquetFile(p).metadata.num_rows for p in shards]
         times = [p.stat().st_mtime for p in shards]
-        started = float(manifest.get("started") or 0.0)
-        if not shards or not started:
-            continue
+        started, finished = float(manifest.get("started") or 0.0), float(manifest.get("finished") or 0.0)
+        if not shards or not started or not finished or not started <= times[0] <= times[-1] <= finished + 1.0:
+            continue  # no times, or files touched after the generation (a copy): not timeable
         if len(shards) > 1 and times[-1] > times[0]:
             rate = sum(rows[1:]) / (times[-1] - times[0])
             steady_n += sum(rows[1:])
@@ -713,16 +728,18 @@ def measured_background_throughput(runs_root: str | Path, backend: dict[str, Any
         else:
             continue
         used.append(str(path.parent.relative_to(root)))
+        sizes += rows
         if len(sample) < texts:
             table = pq.read_table(path.parent / "personas.parquet", columns=["background"])
             sample += [t for t in table.column("background").to_pylist()[:texts - len(sample)] if t]
     if steady_n <= 0 or steady_s <= 0:
         return None
-    return ModelThroughput(
+    shard_size = int(np.median(sizes))
+    return MeasuredBackgrounds(ModelThroughput(
         backgrounds_per_s=steady_n / steady_s, startup_s=float(np.mean(startups)) if startups else 0.0,
-        source=f"measured in {len(used)} background generation(s) under {root}"
-               f"{'' if same_options else ' (same model, other engine options)'}: {', '.join(used[:3])}"
-               f"{' ...' if len(used) > 3 else ''}"), sample
+        source=f"measured in {len(used)} background generation(s) under {root} with shards of about "
+               f"{shard_size} personas{'' if same_options else ' (same model, other engine options)'}: "
+               f"{', '.join(used[:3])}{' ...' if len(used) > 3 else ''}"), sample, shard_size)
 
 
 def _modelled_seconds(backend: dict[str, Any], calls: int, shard_rounds: int, engines: int) -> float:

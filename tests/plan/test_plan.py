@@ -318,3 +318,26 @@ def test_a_p5_plan_shows_the_backgrounds_as_self_descriptions(tiny_model: Path, 
     (plain,) = [s for s in p1.stages if s.stage == "decisions"]
     assert decisions.prompt_tokens_per_call > plain.prompt_tokens_per_call + 20  # "About you: <60 words>"
     assert any("stand-ins of 60 words" in note for note in p5.notes)
+
+
+def test_background_generations_are_timed_from_their_shard_files(tmp_path: Path) -> None:
+    """Rate, start-up and shard size of an earlier generation (echo writer: a real folder, fast);
+    a folder whose files were touched after it finished (a plain copy) cannot be timed."""
+    import os
+
+    from crowdlab.experiments.plan import measured_background_throughput
+    from crowdlab.personas import load_spec
+    from crowdlab.personas.backgrounds import generate as gen
+
+    runs = tmp_path / "runs"
+    echo = {"kind": "echo"}
+    out = runs / "personas" / "echo"
+    gen.generate(load_spec(_small_background_spec(tmp_path)), 12, 0, out, backend=echo, shard_size=4)
+    found = measured_background_throughput(runs, echo)
+    assert found is not None and found.shard_size == 4 and len(found.texts) == 12
+    assert found.throughput.backgrounds_per_s > 0 and "personas/echo" in found.throughput.source
+    assert measured_background_throughput(runs, {"kind": "echo", "corrupt_rate": 0.5}) is None  # another backend
+    later = json.loads((out / "manifest.json").read_text())["finished"] + 60
+    for shard in (out / "shards").iterdir():
+        os.utime(shard, (later, later))
+    assert measured_background_throughput(runs, echo) is None
