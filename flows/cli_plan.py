@@ -92,7 +92,8 @@ def plan_command(
     price_gpu_hour: Optional[float] = typer.Option(None, "--price-gpu-hour", help="Price of one GPU-hour of an engine."),
     price_per_mtok: Optional[float] = typer.Option(None, "--price-per-mtok", help="Price per million tokens (prompt + output)."),
     throughput: Optional[Path] = typer.Option(None, "--throughput", help="Throughput table (YAML): "
-                                              "models: {<model>: {decisions_per_s: .., startup_s: ..}}."),
+                                              "models: {<model>: {decisions_per_s: .., backgrounds_per_s: .., "
+                                              "startup_s: ..}} (backgrounds_per_s: personas per second)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Fail (exit 2) when the plan costs more."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Fail (exit 2) when the plan makes more LLM calls."),
     sample: int = typer.Option(64, "--sample", min=1, help="Prompts rendered and tokenised per condition and round."),
