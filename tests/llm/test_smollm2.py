@@ -31,7 +31,7 @@ from crowdlab.models import pull
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-N_AGENTS, ROUNDS, REASONING_CHARS = 40, 2, 60
+N_AGENTS, ROUNDS, REASONING_CHARS = 24, 2, 60
 
 
 @pytest.fixture(scope="session")
