@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from crowdlab.experiments.backends import RequestBatch, ResponseBatch
 from crowdlab.experiments.errors import UserError
 from crowdlab.experiments.prompt_audit import merge_prompt_tables, prompt_tables
 from crowdlab.experiments.run_context import RunContext, get_backend, load_context
+from crowdlab.experiments.scenarios import History
 from crowdlab.experiments.schema import interviews_schema
 from crowdlab.experiments.seeding import uniforms
 from crowdlab.experiments.storage import read_manifest
@@ -74,31 +77,73 @@ def sample_mask(ctx: RunContext, condition_id: str, replicate: int, ids: np.ndar
     return np.isin(ids, chosen)
 
 
-def run_interview_shard(run_dir: str | Path, condition_id: str, replicate: int, shard: int) -> int:
-    """Interview one shard's sampled agents of one (condition, replicate); returns the rows
-    written (0 when the file already exists or the scenario has no interview)."""
-    ctx = load_context(run_dir)
-    scenario = ctx.scenario(condition_id)
-    interview = getattr(getattr(scenario, "params", None), "interview", None)
-    if interview is None:
-        return 0
-    path = interview_path(ctx.run_dir, condition_id, replicate, shard)
-    if path.is_file():
-        return 0
+@dataclass
+class InterviewInputs:
+    """What one interview shard reads from the run folder (small: shipped to a remote engine):
+    the sampled agents' persona rows and histories, ``keep`` the sample within the shard."""
+
+    condition_id: str
+    replicate: int
+    shard: int
+    after_round: int
+    keep: np.ndarray
+    personas: pa.Table
+    history: History
+
+
+@dataclass
+class InterviewOutput:
+    """Interview rows of (some models of) one shard, not yet written; ``rows``: their positions
+    among the shard's sampled agents."""
+
+    condition_id: str
+    replicate: int
+    shard: int
+    table: pa.Table
+    rows: np.ndarray
+    prompts: pa.Table | None = None
+    prompt_messages: pa.Table | None = None
+
+
+def has_interview(ctx: RunContext, condition_id: str) -> bool:
+    return getattr(getattr(ctx.scenario(condition_id), "params", None), "interview", None) is not None
+
+
+def interview_inputs(ctx: RunContext, condition_id: str, replicate: int, shard: int) -> InterviewInputs:
+    """Read one shard's sampled agents and their histories up to ``after_round`` (the driver's side)."""
+    interview = ctx.scenario(condition_id).params.interview  # type: ignore[attr-defined]
     after = interview.round_after(ctx.config.rounds)
     lo, hi = ctx.shard_bounds(shard)
     history = load_history(ctx, condition_id, replicate, after + 1, shard)
     personas = ctx.personas.slice(lo, hi - lo)
-    ids_all = personas["agent_id"].to_numpy().astype(np.int64)
-    keep = sample_mask(ctx, condition_id, replicate, ids_all)
-    personas = personas.filter(pa.array(keep))
-    history = _subset(history, keep)
-    ids = ids_all[keep]
+    keep = sample_mask(ctx, condition_id, replicate, personas["agent_id"].to_numpy().astype(np.int64))
+    return InterviewInputs(condition_id, replicate, shard, after, keep, personas.filter(pa.array(keep)),
+                           _subset(history, keep))
+
+
+def interview_models(ctx: RunContext, condition_id: str, replicate: int, shard: int) -> list[int]:
+    """The model indices of a shard's sampled agents (no history read): who must be asked."""
+    lo, hi = ctx.shard_bounds(shard)
+    keep = sample_mask(ctx, condition_id, replicate, ctx.personas["agent_id"].to_numpy()[lo:hi].astype(np.int64))
+    return sorted(set(ctx.models(condition_id)[1][lo:hi][keep].tolist()))
+
+
+def compute_interview(ctx: RunContext, inputs: InterviewInputs, models: Sequence[int] | None = None) -> InterviewOutput:
+    """The interview rows of one shard (only the agents of ``models`` when given), each agent
+    asked by the model that played it; no disk access, so an engine actor can run it."""
+    condition_id, replicate, shard = inputs.condition_id, inputs.replicate, inputs.shard
+    scenario = ctx.scenario(condition_id)
+    interview = scenario.params.interview  # type: ignore[attr-defined]
+    after = inputs.after_round
+    lo, hi = ctx.shard_bounds(shard)
+    personas, history = inputs.personas, inputs.history
+    ids = personas["agent_id"].to_numpy().astype(np.int64)
     groups = scenario.assign_groups(ids)
     cond = ctx.conditions[condition_id]
     seeds = interview_seeds(ctx.config.seed, cond.index, replicate, ids)
     all_models, model_index = ctx.models(condition_id)
-    model_index = model_index[lo:hi][keep]
+    model_index = model_index[lo:hi][inputs.keep]
+    wanted = range(len(all_models)) if models is None else models
     fields = interview.fields
     n = ids.shape[0]
     texts = np.full(n, "", dtype=object)
@@ -107,7 +152,8 @@ def run_interview_shard(run_dir: str | Path, condition_id: str, replicate: int, 
     out_tok = np.zeros(n, np.int64)
     prompt_hash = pa.nulls(n, pa.string())
     audit = []
-    for m, (label, backend_config) in enumerate(all_models):
+    for m in wanted:
+        label, backend_config = all_models[m]
         mask = model_index == m
         if not mask.any():
             continue
@@ -167,14 +213,50 @@ def run_interview_shard(run_dir: str | Path, condition_id: str, replicate: int, 
     columns["answer_errors"] = parsed.errors_column()
     schema = interviews_schema(answer_arrow_fields(fields))
     table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+    rows = np.arange(n, dtype=np.int64)
+    if models is not None:
+        rows = np.flatnonzero(np.isin(model_index, list(wanted)))
+        table = table.take(pa.array(rows))
     prompts, prompt_messages = merge_prompt_tables(audit)
-    if prompts is not None:  # the audit trail first: an interviews file always has its prompts
-        write_table_atomic(prompts, interview_path(ctx.run_dir, condition_id, replicate, shard, "interview_prompts"))
-        write_table_atomic(prompt_messages, interview_path(ctx.run_dir, condition_id, replicate, shard,
-                                                           "interview_prompt_messages"))
-    write_table_atomic(table, path)
-    log.info("interviews %s/%d shard %d: %d agents, %d valid", condition_id, replicate, shard, n, int(valid.sum()))
+    return InterviewOutput(condition_id, replicate, shard, table, rows, prompts, prompt_messages)
+
+
+def merge_interviews(parts: Sequence[InterviewOutput]) -> InterviewOutput:
+    """One shard's interview rows from per-model parts, back in agent order."""
+    if len(parts) == 1:
+        return parts[0]
+    rows = np.concatenate([p.rows for p in parts])
+    order = np.argsort(rows, kind="stable")
+    table = pa.concat_tables([p.table for p in parts]).take(pa.array(order))
+    prompts, prompt_messages = merge_prompt_tables([(p.prompts, p.prompt_messages) for p in parts])
+    first = parts[0]
+    return InterviewOutput(first.condition_id, first.replicate, first.shard, table, rows[order], prompts,
+                           prompt_messages)
+
+
+def write_interview(ctx: RunContext, output: InterviewOutput) -> int:
+    """Write one complete interview shard atomically, its prompt audit files first; rows written."""
+    keys = (ctx.run_dir, output.condition_id, output.replicate, output.shard)
+    if output.prompts is not None:  # the audit trail first: an interviews file always has its prompts
+        write_table_atomic(output.prompts, interview_path(*keys, "interview_prompts"))
+        write_table_atomic(output.prompt_messages, interview_path(*keys, "interview_prompt_messages"))
+    write_table_atomic(output.table, interview_path(*keys))
+    n = output.table.num_rows
+    n_valid = int(pc.sum(output.table["valid"]).as_py() or 0)
+    log.info("interviews %s/%d shard %d: %d agents, %d valid", output.condition_id, output.replicate,
+             output.shard, n, n_valid)
     return n
+
+
+def run_interview_shard(run_dir: str | Path, condition_id: str, replicate: int, shard: int) -> int:
+    """Interview one shard's sampled agents of one (condition, replicate); returns the rows
+    written (0 when the file already exists or the scenario has no interview)."""
+    ctx = load_context(run_dir)
+    if not has_interview(ctx, condition_id):
+        return 0
+    if interview_path(ctx.run_dir, condition_id, replicate, shard).is_file():
+        return 0
+    return write_interview(ctx, compute_interview(ctx, interview_inputs(ctx, condition_id, replicate, shard)))
 
 
 def run_interviews(run_dir: str | Path) -> int:
@@ -184,7 +266,7 @@ def run_interviews(run_dir: str | Path) -> int:
     ctx = load_context(run_dir)
     total = 0
     for cid in ctx.conditions:
-        if getattr(getattr(ctx.scenario(cid), "params", None), "interview", None) is None:
+        if not has_interview(ctx, cid):
             continue
         for rep in range(ctx.config.design.replicates):
             for shard in range(ctx.n_shards):

@@ -4,6 +4,8 @@ It is built from the run's config (shipped once, through the object store) and s
 backend in ``__init__``, so a vLLM engine loads once per actor, not per shard or round; a
 restarted actor (``max_restarts``) runs ``__init__`` again with the same arguments. It never
 touches the run folder: inputs come from the driver and the decision table goes back to it.
+After a (condition, replicate)'s last round the same actors answer its interviews
+(``interview``), with the engine that played those agents, warm in this process's backend cache.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 from crowdlab.experiments.backends import backend_config
 from crowdlab.experiments.config import validate_config
 from crowdlab.experiments.design import expand_design
+from crowdlab.experiments.interviews import InterviewInputs, InterviewOutput, compute_interview
 from crowdlab.experiments.run_context import RunContext, get_backend
 from crowdlab.experiments.shard_step import ShardInputs, ShardOutput, compute_shard
 
@@ -56,3 +59,6 @@ class EngineWorker:
 
     def compute(self, inputs: ShardInputs, models: Sequence[int]) -> ShardOutput:
         return compute_shard(self.ctx, inputs, models, engine=self.name)
+
+    def interview(self, inputs: InterviewInputs, models: Sequence[int]) -> InterviewOutput:
+        return compute_interview(self.ctx, inputs, models)

@@ -12,6 +12,12 @@ An actor that dies (process or node) loses only its in-flight items: they go bac
 of the queue for another engine (or the restarted one, ``max_restarts``), and the manifest's
 ``dispatch`` section counts deaths and reassignments. Decisions depend only on seeds, so the
 rows equal those of an undisturbed run.
+
+Interviews (``scenario.interview``) run on the same engines: once a cell's last round is settled,
+each missing interview shard is queued as one item per model pool (an agent is asked by the model
+that played it), with the same queue, loss handling and retries as decision items; the driver
+reads the inputs and writes ``interviews/``, so ``finish_run`` finds them done and builds no
+backend of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import pyarrow as pa
 from crowdlab.experiments.dispatch.actor import EngineWorker, run_spec
 from crowdlab.experiments.dispatch.cluster import connect, disconnect, plan
 from crowdlab.experiments.dispatch.config import RayDispatch
+from crowdlab.experiments.interviews import (InterviewOutput, compute_interview, has_interview, interview_inputs,
+                                             interview_models, interview_path, merge_interviews, write_interview)
 from crowdlab.experiments.prepare import RunHandle
 from crowdlab.experiments.run_context import RunContext, load_context
 from crowdlab.experiments.settle_step import settle_columns, settle_round
@@ -57,6 +65,7 @@ class _Task:
     inputs: Any = None  # the ShardInputs (shared by the shard's pools), read when first fed
     attempts: int = 0
     epoch: int = 0  # the engine's death count when submitted (tells new deaths from old news)
+    kind: str = "decide"  # or "interview": the cell's interview of this shard (round: after_round)
 
 
 @dataclass
@@ -118,13 +127,14 @@ class RayExecutor:
         self.total = len(handle.cells) * handle.rounds * handle.n_shards
         self.done = 0
         self.record: dict[str, Any] = {"kind": "ray", "address": dispatch.address, "actor_deaths": 0,
-                                       "shards_reassigned": 0, "engines_lost": 0, "items_computed": 0}
+                                       "shards_reassigned": 0, "engines_lost": 0, "items_computed": 0,
+                                       "interview_items_computed": 0}
         # cell -> (round being played, shard -> {pool: part or None})
         self.active: dict[Cell, tuple[int, dict[int, dict[int, ShardOutput | None]]]] = {}
         self.waiting: deque[Cell] = deque(handle.cells)
         # (cell, round, shard) -> its inputs, only for shards handed to an engine: inputs are read
         # when fed and sent with the call, so the driver holds what is in flight, not a round
-        self.inputs: dict[tuple[Cell, int, int], Any] = {}
+        self.inputs: dict[tuple[str, Cell, int, int], Any] = {}
         self.owner: dict[Any, tuple[_Pool, _Engine]] = {}  # in-flight ref -> where it runs
         # Parquet writes run on one thread beside the dispatch loop (pyarrow releases the GIL);
         # at most MAX_PENDING_WRITES complete shards wait there, which bounds the driver's memory
@@ -135,6 +145,8 @@ class RayExecutor:
         # cell -> shard -> the settle columns of its written rows, for a round played from scratch:
         # the barrier settles from memory (about 25 bytes per agent) instead of reading every file
         self.kept: dict[Cell, dict[int, pa.Table] | None] = {}
+        # (cell, shard) -> {pool: interview part or None} of the interview shards in flight
+        self.interviews: dict[tuple[Cell, int], dict[int, InterviewOutput | None]] = {}
 
     # --- setup and teardown -----------------------------------------------------------------
     def _start_engines(self) -> None:
@@ -217,6 +229,27 @@ class RayExecutor:
             self.active[cell] = (k, parts)
             return
         self.active.pop(cell, None)
+        self._queue_interviews(cell)
+
+    def _queue_interviews(self, cell: Cell) -> None:
+        """A settled cell's missing interview shards: one item per model pool that has sampled
+        agents in the shard; a shard with nobody sampled is written here (no engine needed)."""
+        cid, rep = cell
+        if not has_interview(self.ctx, cid):
+            return
+        after = self.ctx.scenario(cid).params.interview.round_after(self.handle.rounds)  # type: ignore[attr-defined]
+        for s in range(self.handle.n_shards):
+            if interview_path(self.ctx.run_dir, cid, rep, s).is_file():
+                continue
+            by_pool: dict[int, list[int]] = {}
+            for m in interview_models(self.ctx, cid, rep, s):
+                by_pool.setdefault(self.pool_of[(cid, m)], []).append(m)
+            if not by_pool:
+                write_interview(self.ctx, compute_interview(self.ctx, interview_inputs(self.ctx, cid, rep, s), []))
+                continue
+            self.interviews[(cell, s)] = {p: None for p in by_pool}
+            for p, ms in by_pool.items():
+                self.pools[p].queue.append(_Task(cell, after, s, p, ms, kind="interview"))
 
     def _slots(self, pool: _Pool) -> int:
         """Items kept on each actor of ``pool``: ``in_flight_per_engine`` per batch it serves at once."""
@@ -229,10 +262,13 @@ class RayExecutor:
         """A task's shard inputs, read from the run folder once per shard. They travel with the call
         (Ray inlines small arguments; an explicit ``ray.put`` per shard cost the driver a quarter
         of its time at 256 engines)."""
-        key = (task.cell, task.round, task.shard)
+        key = (task.kind, task.cell, task.round, task.shard)
         if key not in self.inputs:
             started = time.perf_counter()
-            self.inputs[key] = shard_inputs(self.ctx, task.cell[0], task.cell[1], task.round, task.shard)
+            if task.kind == "interview":
+                self.inputs[key] = interview_inputs(self.ctx, task.cell[0], task.cell[1], task.shard)
+            else:
+                self.inputs[key] = shard_inputs(self.ctx, task.cell[0], task.cell[1], task.round, task.shard)
             self.timings["inputs_s"] += time.perf_counter() - started
         return self.inputs[key]
 
@@ -251,7 +287,8 @@ class RayExecutor:
                         task.epoch = engine.epoch
                         if task.inputs is None:
                             task.inputs = self._inputs_of(task)
-                        ref = engine.handle.compute.remote(task.inputs, task.models)
+                        call = engine.handle.interview if task.kind == "interview" else engine.handle.compute
+                        ref = call.remote(task.inputs, task.models)
                         engine.inflight[ref] = task
                         self.owner[ref] = (pool, engine)
 
@@ -266,7 +303,8 @@ class RayExecutor:
         task.attempts += 1
         self.record["shards_reassigned"] += 1
         if task.attempts >= self.dispatch.max_shard_attempts:
-            raise RuntimeError(f"shard {task.shard} of {task.cell[0]}/{task.cell[1]}/round {task.round} lost its "
+            what = "interview" if task.kind == "interview" else f"round {task.round}"
+            raise RuntimeError(f"shard {task.shard} of {task.cell[0]}/{task.cell[1]}/{what} lost its "
                                f"engine {task.attempts} times (dispatch.max_shard_attempts): {exc}")
         if not pool.live():
             raise RuntimeError(f"every engine of model(s) {pool.label} died; last error: {exc}")
@@ -274,13 +312,16 @@ class RayExecutor:
 
     def _finished(self, task: _Task, output: ShardOutput) -> None:
         """Store a part; write the shard when complete; settle and move on when the round is."""
+        if task.kind == "interview":
+            self._interviewed(task, output)
+            return
         self.record["items_computed"] += 1
         round_, parts = self.active[task.cell]
         parts[task.shard][task.pool] = output
         if any(v is None for v in parts[task.shard].values()):
             return
         merged = merge_outputs([v for v in parts.pop(task.shard).values() if v is not None])
-        self.inputs.pop((task.cell, task.round, task.shard), None)
+        self.inputs.pop((task.kind, task.cell, task.round, task.shard), None)
         kept = self.kept.get(task.cell)
         if kept is not None:  # a copy: a slice would pin the whole result in Ray's object store
             table = merged.table.select(settle_columns(self.ctx.scenario(task.cell[0])))
@@ -300,6 +341,19 @@ class RayExecutor:
             settle_round(self.handle.run_dir, task.cell[0], task.cell[1], round_, rows)
             self.timings["settle_s"] += time.perf_counter() - started
             self._advance(task.cell, round_ + 1)
+
+    def _interviewed(self, task: _Task, output: Any) -> None:
+        """Store an interview part; write the shard's interviews file when every pool answered."""
+        self.record["interview_items_computed"] += 1
+        parts = self.interviews[(task.cell, task.shard)]
+        parts[task.pool] = output
+        if any(v is None for v in parts.values()):
+            return
+        del self.interviews[(task.cell, task.shard)]
+        self.inputs.pop((task.kind, task.cell, task.round, task.shard), None)
+        started = time.perf_counter()
+        write_interview(self.ctx, merge_interviews([v for v in parts.values() if v is not None]))
+        self.timings["write_s"] += time.perf_counter() - started
 
     def _write(self, output: ShardOutput) -> None:
         """On the writer thread: one complete shard to Parquet."""
