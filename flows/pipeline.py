@@ -353,8 +353,9 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
     if plan:
         create_markdown_artifact(key=_artifact_key(config.experiment, run_id, "plan"), markdown=plan,
                                  description=f"Plan of run {run_id}: calls per stage, tokens, wall time")
+    ran: dict[str, Any] = {}  # where the pooled stages ran, for the manifest
     if "population" in deployments:
-        stages.run_stage("population", deployments["population"], pools["population"], params)
+        ran["population"] = stages.run_stage("population", deployments["population"], pools["population"], params)
     else:
         from crowdlab.experiments.prepare import background_backend
         from crowdlab.flows.personas_flow import personas_flow
@@ -362,14 +363,18 @@ def pipeline_flow(config_path: str = "experiments/configs/pipeline_backgrounds.y
         personas_flow(str(pop.spec), int(pop.n or 0), pop.seed, out, pop.backgrounds.shard_size,
                       background_backend(config))
     if "experiment" in deployments:
-        stages.run_stage("experiment", deployments["experiment"], pools["experiment"],
-                         {**params, "overwrite": overwrite})
+        ran["experiment"] = stages.run_stage("experiment", deployments["experiment"], pools["experiment"],
+                                             {**params, "overwrite": overwrite})
         from crowdlab.experiments.storage import run_path
 
         outcome = run_outcome(run_path(runs_root, config.experiment, run_id))
     else:
         outcome = experiment_flow(config_path, run_id=run_id, runs_root=runs_root, overwrite=overwrite,
                                   overrides=seal(overrides) or None)
+    if ran:
+        stages.record_stage_runs(outcome["run_dir"], {
+            stage: {"work_pool": pools[stage], "flow_run": fr.name, "flow_run_id": str(fr.id)}
+            for stage, fr in ran.items()})
     outcome["report"] = analysis_flow(outcome["run_dir"])
     outcome["population"] = out
     return outcome

@@ -151,3 +151,14 @@ def run_stage(stage: str, deployment: str, pool: str, parameters: dict[str, Any]
         raise UserError(POOL_FIELDS[stage], f"the {stage} stage on work pool {pool!r} ended {what} "
                         f"(flow run {flow_run.name}){': ' + message if message else ''}")
     return flow_run
+
+
+def record_stage_runs(run_dir: str | Path, ran: dict[str, Any]) -> None:
+    """Write where each pooled stage ran into the run's manifest (``stages``: work pool, flow run
+    name and id): the pools are left out of the config and its hash, so a run can resume on
+    other pools, and this keeps the record of where it did run."""
+    from crowdlab.experiments.storage import read_manifest, write_manifest
+
+    manifest = read_manifest(Path(run_dir))
+    manifest["stages"] = {**manifest.get("stages", {}), **ran}
+    write_manifest(Path(run_dir), manifest)

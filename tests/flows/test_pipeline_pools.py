@@ -4,6 +4,7 @@ crowdlab's own, each as a subflow run of the pipeline; a pool with no worker is 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -84,6 +85,10 @@ def test_stages_run_on_the_pools_the_config_names(prefect_server: dict[str, str]
         assert pipeline["state_type"] == "COMPLETED" and pipeline["work_pool_name"] is None  # the CLI's process
         (personas,) = runs_of["crowdlab-personas"]  # what the pipeline runs in-process, here on the pool's worker
         assert personas["work_pool_name"] is None and personas["state_type"] == "COMPLETED"
+        # the manifest keeps where each stage ran (the pools are not part of the config's hash)
+        recorded = json.loads((run_dir / "manifest.json").read_text())["stages"]
+        assert {s: (r["work_pool"], r["flow_run_id"]) for s, r in recorded.items()} == {
+            "population": (SMALL, population_run["id"]), "experiment": (WORK_POOL, experiment_run["id"])}
 
         # The stage fails on its worker (the key variable the pipeline's host has is empty there):
         # the pipeline stops with one line naming the pool's field and the stage's own error.
