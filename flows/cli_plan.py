@@ -52,7 +52,7 @@ def print_plan(plan: Any) -> None:
 
     head, *_ = plan_markdown(plan).split("\n| stage")
     for line in head.strip().splitlines():
-        console.print(line.lstrip("# "), highlight=False, markup=False, soft_wrap=True)
+        _print_wrapped(line.lstrip("# "))
     from rich import box
     from rich.table import Table
 
@@ -71,11 +71,21 @@ def print_plan(plan: Any) -> None:
             f"{s.output_tokens_per_call:.0f}{'' if s.output_tokens_source == 'measured' else ' cap'}",
             _seconds(s.wall_s), "" if s.cost is None else f"{s.cost:,.4f}" if s.cost < 1 else f"{s.cost:,.2f}")
     console.print(table)
-    console.print("prompt/output: tokens per call (model's own tokenizer); prefix: share of the prompt "
-                  "every call shares (prefix caching)", highlight=False, markup=False, soft_wrap=True)
+    _print_wrapped("prompt/output: tokens per call (model's own tokenizer); prefix: share of the prompt "
+                   "every call shares (prefix caching)")
     tail = plan_markdown(plan).split("\n\n")[-1]
     for line in tail.strip().splitlines():
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        _print_wrapped(line)
+
+
+def _print_wrapped(line: str) -> None:
+    """One line of the plan folded at the terminal's width (80 when piped), a list item's
+    continuation indented under its text; words and paths are never split."""
+    import textwrap
+
+    text = textwrap.fill(line, width=max(console.width, 40), subsequent_indent="  " if line.startswith("- ") else "",
+                         break_long_words=False, break_on_hyphens=False)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _seconds(value: float | None) -> str:
