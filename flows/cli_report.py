@@ -105,7 +105,38 @@ def print_field_rounds(console: Console, data) -> None:  # type: ignore[no-untyp
         for row in summary[shown].itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
         console.print(table)
+    else:  # a scenario that answers one number (the opinion scenario's stance): the rounds table
+        _print_value_rounds(console, data)
     _print_interviews(console, data)
+
+
+def _print_value_rounds(console: Console, data, width: int = 80) -> None:  # type: ignore[no-untyped-def]
+    """The settled rounds of a one-number scenario (all groups pooled): the answer's statistics,
+    then the scenario's own outcomes (``outcome_<name>``, those with a value) as far as they fit."""
+    rounds = data.rounds
+    if rounds.empty:
+        return
+    rounds = rounds[rounds["group"] == -1].sort_values(["condition_id", "replicate", "round"])
+    console.print("answers per round (all groups):", highlight=False, markup=False)
+    table = narrow_table("cond", "rep", "round", "n", "invalid", "mean", "median", "std")
+    for r in rounds.itertuples(index=False):
+        table.add_row(r.condition_id, str(r.replicate), str(r.round), str(r.n), str(r.n_invalid),
+                      _cell(r.mean), _cell(r.median), _cell(r.std))
+    console.print(table)
+    outcomes, used = [], len("cond round ")
+    for column in (c for c in rounds.columns if c.startswith("outcome_") and rounds[c].notna().any()):
+        header = "\n".join(column.removeprefix("outcome_").split("_"))
+        used += max(len(part) for part in header.split("\n")) + 1
+        if used > width:
+            break
+        outcomes.append((column, header))
+    if not outcomes:
+        return
+    console.print("outcomes per round:", highlight=False, markup=False)
+    table = narrow_table("cond", "round", *(h for _, h in outcomes))
+    for r in rounds.itertuples(index=False):
+        table.add_row(r.condition_id, str(r.round), *(_cell(getattr(r, c)) for c, _ in outcomes))
+    console.print(table)
 
 
 def _print_interviews(console: Console, data) -> None:  # type: ignore[no-untyped-def]

@@ -143,3 +143,14 @@ def test_run_of_a_declared_game_prints_its_answer_field_not_the_beauty_contest_t
     _assert_fits(done.stdout)
     assert "give per round" in done.stdout
     assert "nan" not in done.stdout and "target" not in done.stdout
+
+
+@pytest.mark.slow
+def test_run_of_a_one_number_scenario_prints_its_rounds_and_outcomes(tmp_path: Path) -> None:
+    """The opinion scenario answers one number (the stance) and settles its own outcomes: the run
+    ends with both tables, in 80 columns."""
+    done = _crowdlab("run", str(REPO_ROOT / "experiments/configs/opinion_dynamics.yaml"), "--set",
+                     "population.n=300", "--set", "rounds=2", "--runs-root", str(tmp_path), "--no-prefect")
+    assert done.returncode == 0, done.stderr
+    _assert_fits(done.stdout)
+    assert "answers per round" in done.stdout and "assortativity" in done.stdout
