@@ -71,6 +71,9 @@ def test_report_has_a_network_section(tmp_path: Path) -> None:
     result = run(cfg, run_id="r", runs_root=tmp_path / "runs")
     page = write_report(result.run_dir).read_text()
     assert '<a href="#network">Network</a>' in page
+    # a one-number scenario declares no answer fields: no empty answer, figure or human-data sections
+    for empty in ('id="answers"', 'id="figures"', 'id="human"', 'href="#answers"', 'href="#human"'):
+        assert empty not in page, empty
     section = page[page.index('<h2 id="network">'):]
     captions = re.findall(r"<figcaption>([^:<]*)", section)
     assert captions == ["Mean stance per round by condition", "Mean stance by party", "Mean stance by degree decile",
