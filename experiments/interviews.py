@@ -12,6 +12,12 @@ replicate, shard) one file ``interviews/<condition>/replicate-<r>/shard-<s>.parq
 (``interview_prompts/``, ``interview_prompt_messages/``, same shard path). An existing file means
 that shard is done, so a killed run resumes where it stopped.
 
+A shard splits like a decision shard (``shard_step``): ``interview_inputs`` reads the sampled
+agents and their histories (the driver), ``compute_interview`` asks each model's backend with no
+disk access (only some models' agents when given: a Ray engine actor of one model pool, which
+the Ray executor uses to answer interviews on its warm engines), ``merge_interviews`` joins the
+per-model parts and ``write_interview`` writes them; ``run_interview_shard`` chains them.
+
 Seeds: ``combine(run seed, condition index, replicate, agent, salt=interview)``; the sample draws
 from the same hash, so who is asked does not depend on the sharding.
 """
@@ -37,7 +43,7 @@ from crowdlab.experiments.scenarios import History
 from crowdlab.experiments.schema import interviews_schema
 from crowdlab.experiments.seeding import uniforms
 from crowdlab.experiments.storage import read_manifest
-from crowdlab.experiments.shard_step import _subset, load_history
+from crowdlab.experiments.shard_step import _subset, key_columns, load_history
 from crowdlab.hashing import MASK63, combine
 from crowdlab.parquet_io import write_table_atomic
 
@@ -193,15 +199,7 @@ def compute_interview(ctx: RunContext, inputs: InterviewInputs, models: Sequence
     errors = np.where(failed, backend_err, np.asarray(parsed.error, dtype=object))
     labels = np.array([label for label, _ in all_models], dtype=object)[model_index]
     columns = {
-        "run_id": pa.array([ctx.run_id] * n, pa.string()),
-        "condition_id": pa.array([condition_id] * n, pa.string()),
-        "replicate": pa.array(np.full(n, replicate, np.int32)),
-        "after_round": pa.array(np.full(n, after, np.int32)),
-        "shard": pa.array(np.full(n, shard, np.int32)),
-        "agent_id": pa.array(ids),
-        "group": pa.array(groups.astype(np.int32)),
-        "model": pa.array(labels, pa.string()),
-        "seed": pa.array(seeds),
+        **key_columns(ctx.run_id, condition_id, replicate, "after_round", after, shard, ids, groups, labels, seeds),
         "text": pa.array(texts, pa.string()),
         "valid": pa.array(valid, pa.bool_()),
         "error": pa.array(errors, pa.string()),

@@ -84,3 +84,27 @@ def test_interviews_run_on_the_engine_actors_and_equal_a_local_run(ray_cluster, 
     assert json.loads((again.run_dir / "manifest.json").read_text())["dispatch"]["interview_items_computed"] == 2
     assert interview_path(fleet.run_dir, "c000", 0, 0).stat().st_mtime_ns == kept
     assert rows(again.run_dir).equals(on_ray)
+
+
+def test_an_engine_killed_before_the_interviews_loses_none(ray_cluster, personas_path: Path, tmp_path: Path) -> None:
+    """The engine dies after the last decision shard: its interview items go to the other engine."""
+    import ray
+
+    state: dict[str, Any] = {"killed": None}
+
+    def kill_one_at_the_end(done: int, total: int) -> None:  # the last tick comes before the interviews
+        if state["killed"] is None and done >= total:
+            names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                           if a["name"].startswith("killed/small/"))
+            state["killed"] = names[0]
+            ray.kill(ray.get_actor(names[0], namespace="crowdlab"), no_restart=True)
+
+    cfg = config(personas_path)
+    killed = run(dict(cfg, dispatch=dict(RAY, max_restarts=0)), run_id="killed", runs_root=tmp_path,
+                 progress=kill_one_at_the_end)
+    calm = run(cfg, run_id="calm", runs_root=tmp_path)
+    assert state["killed"] is not None
+    record = json.loads((killed.run_dir / "manifest.json").read_text())["dispatch"]
+    assert record["actor_deaths"] == 1 and record["engines_lost"] == 1 and record["shards_reassigned"] >= 1
+    assert rows(killed.run_dir).num_rows == rows(calm.run_dir).num_rows > 0
+    assert rows(killed.run_dir).equals(rows(calm.run_dir))
