@@ -259,15 +259,7 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
 
     schema = decisions_schema(ctx.factor_names, getattr(scenario, "answer_arrow_fields", list)(), prompt_hash=True)
     columns = {
-        "run_id": pa.array([ctx.run_id] * n, pa.string()),
-        "condition_id": pa.array([condition_id] * n, pa.string()),
-        "replicate": pa.array(np.full(n, replicate, np.int32)),
-        "round": pa.array(np.full(n, round_, np.int32)),
-        "shard": pa.array(np.full(n, shard, np.int32)),
-        "agent_id": pa.array(ids),
-        "group": pa.array(groups.astype(np.int32)),
-        "model": pa.array(labels, pa.string()),
-        "seed": pa.array(seeds),
+        **key_columns(ctx.run_id, condition_id, replicate, "round", round_, shard, ids, groups, labels, seeds),
         "text": pa.array(texts, pa.string()),
         "value": pa.array(values, pa.float64(), from_pandas=True),
         "valid": pa.array(valid),
@@ -287,6 +279,24 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
         table = table.take(pa.array(rows))
     prompts, prompt_messages = merge_prompt_tables(audit)
     return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s, prompts, prompt_messages)
+
+
+def key_columns(run_id: str, condition_id: str, replicate: int, step: str, step_value: int, shard: int,
+                ids: np.ndarray, groups: np.ndarray, labels: np.ndarray, seeds: np.ndarray) -> dict[str, pa.Array]:
+    """The key columns every per-agent row starts with (decisions: ``step`` "round"; interviews:
+    "after_round"): run, condition, replicate, step, shard, agent, group, model, seed."""
+    n = ids.shape[0]
+    return {
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "condition_id": pa.array([condition_id] * n, pa.string()),
+        "replicate": pa.array(np.full(n, replicate, np.int32)),
+        step: pa.array(np.full(n, step_value, np.int32)),
+        "shard": pa.array(np.full(n, shard, np.int32)),
+        "agent_id": pa.array(ids),
+        "group": pa.array(groups.astype(np.int32)),
+        "model": pa.array(labels, pa.string()),
+        "seed": pa.array(seeds),
+    }
 
 
 def _backend_error(message: str) -> str:
