@@ -7,6 +7,7 @@ Bad input raises ``ConfigError`` naming the field as a dotted path (``scenario.p
 from __future__ import annotations
 
 import re
+import secrets
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -327,13 +328,15 @@ def yaml_line(text: str, field: str) -> int | None:
 def fresh_replicate(run_id: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """Run id and overrides for a new, independent replicate of an experiment.
 
-    The run id is ``replicate-<UTC time>`` unless one is given, and the run seed is derived from
+    The run id is ``replicate-<UTC time>-<6 random hex digits>`` unless one is given (two
+    replicates started in the same second, such as overlapping scheduled runs, must not share an
+    id: the second would resume the first), and the run seed is derived from
     it (CRC-32), unless the overrides set ``seed`` explicitly. A re-run under a new run id with
     the same config would otherwise reuse the config's seed and repeat the same decisions; the
     same run id (and so the same seed) resumes. ``crowdlab run --fresh-seed`` calls this; the
     experiment flow's ``fresh_seed`` parameter (the nightly schedule) applies the same rule.
     """
-    run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ")
+    run_id = run_id or datetime.now(timezone.utc).strftime("replicate-%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
     overrides = dict(overrides or {})
     overrides.setdefault("seed", zlib.crc32(run_id.encode()))
     return run_id, overrides

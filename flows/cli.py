@@ -183,7 +183,7 @@ def run_command(
     report_: bool = typer.Option(False, "--report", help="Write the HTML report when the run finishes."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
     fresh_seed: bool = typer.Option(
-        False, "--fresh-seed", help="Start a new, independent replicate: a new run id (replicate-<UTC time> "
+        False, "--fresh-seed", help="Start a new, independent replicate: a new run id (replicate-<UTC time>-<random> "
                                     "unless --run-id) and a run seed derived from it."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse to start when `crowdlab plan` costs more "
                                              "(with --price-gpu-hour or --price-per-mtok)."),

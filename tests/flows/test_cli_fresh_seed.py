@@ -46,7 +46,7 @@ def test_fresh_seed_gives_new_replicates_and_plain_reruns_are_not_pooled(tmp_pat
     _run([*common, "--run-id", "plain-2"], tmp_path)  # same config, same seed: the same decisions again
     _run([*common, "--run-id", "rep-a", "--fresh-seed"], tmp_path)
     out = _run([*common, "--fresh-seed"], tmp_path).stdout
-    auto = re.search(r"replicate-\d{8}T\d{6}Z", out.replace("\n", ""))
+    auto = re.search(r"replicate-\d{8}T\d{6}Z-[0-9a-f]{6}", out.replace("\n", ""))
     assert auto, out
     seeds = {d.name: _manifest(d)["seeds"]["run"] for d in (runs / "fresh").iterdir()}
     assert seeds["plain-1"] == seeds["plain-2"] == 42
@@ -67,3 +67,6 @@ def test_fresh_seed_keeps_an_explicit_seed_override():
     run_id, overrides = fresh_replicate(None, {"seed": 5, "rounds": 2})
     assert run_id.startswith("replicate-") and overrides == {"seed": 5, "rounds": 2}
     assert fresh_replicate("x", None) == ("x", {"seed": zlib.crc32(b"x")})
+    # replicates started in the same second (overlapping scheduled runs) get their own ids and seeds
+    ids = {fresh_replicate()[0] for _ in range(20)}
+    assert len(ids) == 20

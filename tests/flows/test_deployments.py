@@ -89,16 +89,17 @@ def test_fresh_seed_runs_are_new_replicates_with_new_seeds(deployed: dict[str, s
     schedule = shipped_deployment("experiment")["schedules"][0]["parameters"]
     runs = tmp_path / "runs"
     config = REPO_ROOT / schedule["config_path"]
-    results = []
-    for _ in range(2):
+    started = []
+    for _ in range(2):  # both at once, as two firings of the schedule may overlap on a worker
         response = api(deployed, "POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {
             **schedule, "config_path": str(config), "runs_root": str(runs),
             "overrides": {"population.n": 60, "rounds": 1, "design.replicates": 1,
                           "design.factors": {"scenario.variant": ["P1"], "scenario.p": [0.5]}}}})
         response.raise_for_status()
-        flow_run = wait_for(deployed, response.json()["id"])
+        started.append(response.json()["id"])
+    for flow_run_id in started:
+        flow_run = wait_for(deployed, flow_run_id)
         assert flow_run["state_type"] == "COMPLETED", flow_run["state"]
-        results.append(flow_run)
     run_dirs = sorted((runs / "paper_variants").iterdir())
     assert len(run_dirs) == 2, run_dirs
     manifests = [json.loads((d / "manifest.json").read_text()) for d in run_dirs]

@@ -19,7 +19,7 @@ from crowdlab.parquet_io import write_table_atomic
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
-N_AGENTS, ROUNDS = 60, 3
+N_AGENTS, ROUNDS = 60, 2
 
 
 @pytest.fixture
