@@ -15,11 +15,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from crowdlab.analysis import RunFolderError, load, round_metrics, summary_table, write_report
-from crowdlab.analysis.field_plots import field_facets
-from crowdlab.analysis.field_report import first_field_summary
-from crowdlab.analysis.fields import is_beauty_contest
-from crowdlab.analysis.plots import run_facets
 
 
 def _cell(value: object) -> str:
@@ -50,6 +45,10 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN/report.html)."),
 ) -> None:
     """Write a self-contained HTML report of RUN and print the per-round summary."""
+    from crowdlab.analysis import RunFolderError, load, round_metrics, summary_table, write_report
+    from crowdlab.analysis.fields import is_beauty_contest
+    from crowdlab.analysis.plots import run_facets
+
     console = Console()
     try:
         data = load(run)
@@ -83,6 +82,8 @@ def report(
 
 def _report_fields(console: Console, data, out: Optional[Path]) -> None:
     """A game that is not the beauty contest: the first answer field per round, then the report."""
+    from crowdlab.analysis import write_report
+
     console.print(f"crowdlab run {', '.join(data.run_ids)}: {data.conditions['condition_id'].nunique()} condition(s)",
                   highlight=False, markup=False)
     print_field_rounds(console, data)
@@ -93,6 +94,9 @@ def _report_fields(console: Console, data, out: Optional[Path]) -> None:
 def print_field_rounds(console: Console, data) -> None:  # type: ignore[no-untyped-def]
     """The conditions, the primary answer field per round and the interviews of a game that is not
     the beauty contest (what ``crowdlab report`` and the end of ``crowdlab run`` print)."""
+    from crowdlab.analysis.field_plots import field_facets
+    from crowdlab.analysis.field_report import first_field_summary
+
     summary = first_field_summary(data)
     print_conditions(console, field_facets(data).labels)
     if not summary.empty:

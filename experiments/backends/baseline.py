@@ -33,7 +33,6 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import special
 
 from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.settings import BackendSettings
@@ -78,6 +77,8 @@ def _draws(seeds: np.ndarray, agent_ids: np.ndarray) -> dict[str, Any]:
         return uniforms(seeds, next(counter))
 
     def normal() -> np.ndarray:
+        from scipy import special  # here, not at import: scipy costs every CLI start
+
         return special.ndtri(np.clip(uniforms(seeds, next(counter)), 1e-12, 1 - 1e-12))
 
     return {"uniform": uniform, "normal": normal, "agent_uniform": agent_uniform}

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-from scipy import special, stats
 
 from crowdlab.experiments.backends.base import RequestBatch, ResponseBatch
 from crowdlab.experiments.backends.settings import BackendSettings
@@ -61,6 +60,8 @@ def ch_level_choices(tau: float, anchor: float, p: float, offset: float, lo: flo
 def _level_table(tau: np.ndarray, anchor: np.ndarray, p: float, offset: float, lo: float,
                  hi: float, max_level: int) -> np.ndarray:
     """(max_level + 1, n) picks per step for per-agent tau and anchor arrays."""
+    from scipy import stats  # here, not at import: scipy.stats costs every CLI start 0.3 s
+
     unique_tau, inverse = np.unique(tau, return_inverse=True)
     f = stats.poisson.pmf(np.arange(max_level + 1)[:, None], unique_tau[None, :])[:, inverse]
     x = np.empty((max_level + 1, tau.shape[0]))
@@ -76,6 +77,8 @@ def _level_table(tau: np.ndarray, anchor: np.ndarray, p: float, offset: float, l
 
 def _poisson_levels(u: np.ndarray, tau: np.ndarray, max_level: int) -> np.ndarray:
     """Inverse-CDF Poisson draws capped at ``max_level``, one CDF per distinct tau."""
+    from scipy import stats
+
     level = np.empty(u.shape[0], dtype=np.int64)
     unique_tau, inverse = np.unique(tau, return_inverse=True)
     for i, t in enumerate(unique_tau):
@@ -121,6 +124,8 @@ class BehavioralBackend:
         level = _poisson_levels(u_level, tau, self.config.max_level)
         table = _level_table(tau, anchor, p, offset, lo, hi, self.config.max_level)
         choice = np.take_along_axis(table, level[None, :], axis=0)[0]
+        from scipy import special
+
         noise = special.ndtri(np.clip(uniforms(batch.seeds, _STREAM_NOISE), 1e-12, 1 - 1e-12))
         choice = choice + self.config.noise_sd * noise
         half = np.minimum(anchor - lo, hi - anchor)
