@@ -43,7 +43,7 @@ from crowdlab.experiments.scenarios import History
 from crowdlab.experiments.schema import interviews_schema
 from crowdlab.experiments.seeding import uniforms
 from crowdlab.experiments.storage import read_manifest
-from crowdlab.experiments.shard_step import _subset, key_columns, load_history
+from crowdlab.experiments.shard_step import _subset, key_columns, load_history, rows_of_models
 from crowdlab.hashing import MASK63, combine
 from crowdlab.parquet_io import write_table_atomic
 
@@ -210,11 +210,8 @@ def compute_interview(ctx: RunContext, inputs: InterviewInputs, models: Sequence
     columns.update({column_name(name): arr for name, arr in parsed.columns.items()})
     columns["answer_errors"] = parsed.errors_column()
     schema = interviews_schema(answer_arrow_fields(fields))
-    table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
-    rows = np.arange(n, dtype=np.int64)
-    if models is not None:
-        rows = np.flatnonzero(np.isin(model_index, list(wanted)))
-        table = table.take(pa.array(rows))
+    table, rows = rows_of_models(pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema),
+                                 model_index, models)
     prompts, prompt_messages = merge_prompt_tables(audit)
     return InterviewOutput(condition_id, replicate, shard, table, rows, prompts, prompt_messages)
 

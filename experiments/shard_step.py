@@ -272,13 +272,20 @@ def compute_shard(ctx: RunContext, inputs: ShardInputs, models: Sequence[int] | 
     columns.update(typed)
     for name in ctx.factor_names:
         columns[name] = pa.array([cond.factors[name]] * n, pa.string())
-    table = pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
-    rows = np.arange(n, dtype=np.int64)
-    if models is not None:
-        rows = np.flatnonzero(np.isin(model_index, list(wanted)))
-        table = table.take(pa.array(rows))
+    table, rows = rows_of_models(pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema),
+                                 model_index, models)
     prompts, prompt_messages = merge_prompt_tables(audit)
     return ShardOutput(condition_id, replicate, round_, shard, table, rows, stats, backend_s, prompts, prompt_messages)
+
+
+def rows_of_models(table: pa.Table, model_index: np.ndarray, models: Sequence[int] | None
+                   ) -> tuple[pa.Table, np.ndarray]:
+    """The rows of a shard's table that ``models`` answered (all when None) and their positions in
+    the shard: what one engine pool sends back for the driver to merge."""
+    if models is None:
+        return table, np.arange(table.num_rows, dtype=np.int64)
+    rows = np.flatnonzero(np.isin(model_index, list(models)))
+    return table.take(pa.array(rows)), rows
 
 
 def key_columns(run_id: str, condition_id: str, replicate: int, step: str, step_value: int, shard: int,
