@@ -4,7 +4,6 @@ sharding, and bad declarations named by field path at load time."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from crowdlab.experiments import run
 from crowdlab.experiments.backends.baseline import rank_options, select_options
 from crowdlab.experiments.config import load_config
 from crowdlab.experiments.errors import ConfigError
+from tests.experiments.conftest import with_field
 
 TRANSPORT = ["bus", "bike", "car", "on foot"]
 POLICIES = ["tax", "subsidy", "ban", "nothing"]
@@ -111,16 +111,6 @@ def test_selection_counts_stay_within_bounds_whatever_the_probabilities() -> Non
     assert order.tolist() == [[1, 2, 0, 3]]  # highest first, ties in declaration order
 
 
-def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    cfg = copy.deepcopy(cfg)
-    node: Any = cfg
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    node[leaf] = value
-    return cfg
-
-
 B = "scenario.baseline.fields"
 BAD = [
     (f"{B}.transport", "uniform()", f"{B}.transport", "one selection probability formula per option"),
@@ -144,7 +134,7 @@ def test_bad_list_baseline_is_named_at_load_time(personas_path: Path, tmp_path: 
     if where.endswith(".on foot"):  # a label with a space: set inside the mapping
         cfg["scenario"]["baseline"]["fields"]["transport"]["on foot"] = value
     else:
-        cfg = _set(cfg, where, value)
+        cfg = with_field(cfg, where, value)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     with pytest.raises(ConfigError) as info:

@@ -4,7 +4,6 @@ and bad input named before any work."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from crowdlab.experiments.config import load_config
 from crowdlab.experiments.errors import ConfigError
 from crowdlab.experiments.interviews import interview_path
 from crowdlab.experiments.prepare import preflight
+from tests.experiments.conftest import with_field
 
 REPO = Path(__file__).parents[2]
 CONFIG = REPO / "experiments" / "configs" / "public_goods_interview.yaml"
@@ -112,16 +112,6 @@ def test_a_rule_based_backend_is_not_interviewed(personas_path: Path, tmp_path: 
     assert not any(t["valid"].to_pylist())
 
 
-def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    cfg = copy.deepcopy(cfg)
-    node: Any = cfg
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    node[leaf] = value
-    return cfg
-
-
 IV = "scenario.interview"
 BAD = [
     (f"{IV}.questions.0.fields.confidence", {"type": "essay"}, f"{IV}.questions.0.fields.confidence.type"),
@@ -141,18 +131,18 @@ BAD = [
 def test_bad_interview_input_names_the_field(personas_path: Path, tmp_path: Path, where: str, value: Any,
                                              field: str) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(_set(config(personas_path), where, value), sort_keys=False))
+    path.write_text(yaml.safe_dump(with_field(config(personas_path), where, value), sort_keys=False))
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.field == field, str(info.value)
 
 
 def test_interview_prompt_naming_a_missing_column_or_name_fails_in_preflight(personas_path: Path) -> None:
-    cfg = _set(config(personas_path), f"{IV}.questions.0.prompt", "You earn {{ persona.salary }}.")
+    cfg = with_field(config(personas_path), f"{IV}.questions.0.prompt", "You earn {{ persona.salary }}.")
     with pytest.raises(ConfigError) as info:
         preflight(cfg)
     assert info.value.field == f"{IV}.questions.0.prompt" and "'salary'" in str(info.value)
-    cfg = _set(config(personas_path), f"{IV}.questions.0.prompt", "{{ last.own.contribuion }}")
+    cfg = with_field(config(personas_path), f"{IV}.questions.0.prompt", "{{ last.own.contribuion }}")
     with pytest.raises(ConfigError) as info:
         preflight(cfg)
     assert info.value.field == f"{IV}.questions.0.prompt" and "contribuion" in str(info.value)
