@@ -30,7 +30,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from crowdlab.analysis.facets import Facets, condition_facets  # noqa: E402
 from crowdlab.analysis.fields import AnswerField, answer_fields, field_summary, option_shares  # noqa: E402
 from crowdlab.analysis.loading import PathLike, RunData, as_run  # noqa: E402
-from crowdlab.analysis.plots import ReportFigure, _alt, _finish, _grid, _legend_right, run_facets  # noqa: E402
+from crowdlab.analysis.plots import ReportFigure, _alt, _finish, _grid, _legend_right, ridges, run_facets  # noqa: E402
 
 def field_facets(run: RunData | PathLike) -> Facets:
     """Facets of the run's conditions named by design factors only (a game without p and offset
@@ -70,29 +70,8 @@ def field_histograms(run: RunData | PathLike, af: AnswerField, facets: Facets | 
     frame = frame[np.isfinite(frame["v"])]
     rounds = sorted(frame["round"].unique()) or [1]
     edges = _edges(af, frame["v"].to_numpy())
-    conditions = facets.condition_ids
-    wide = len(conditions) <= 2
-    fig, axes = _grid(len(conditions), 4, 5.0 if wide else 2.7, (0.45 if wide else 0.3) * len(rounds) + 0.8,
-                      sharex=True, sharey=True)
-    shades = [plt.get_cmap("Blues")(x) for x in np.linspace(0.45, 0.95, max(len(rounds), 1))]
-    groups = {key: g.to_numpy() for key, g in frame.groupby(["condition_id", "round"], observed=True)["v"]}
-    for ax, cond in zip(axes, conditions):
-        for j, rnd in enumerate(rounds):
-            values = groups.get((cond, rnd), np.array([]))
-            counts, _ = np.histogram(values, bins=edges)
-            height = counts / counts.max() * 0.9 if counts.max() > 0 else counts.astype(float)
-            base = len(rounds) - 1 - j
-            ax.stairs(height + base, edges, baseline=base, fill=True, color=shades[j], alpha=0.9)
-            if values.size:
-                ax.plot([values.mean()] * 2, [base, base + 0.9], color="#c44e52", lw=1)
-        ax.set_yticks(np.arange(len(rounds)) + 0.3, [f"r{r}" for r in reversed(rounds)], fontsize=7)
-        ax.set_title(facets.labels[cond], fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlim(edges[0], edges[-1])
-    for ax in axes[-min(4, len(axes)):]:
-        ax.set_xlabel(af.name, fontsize=8)
-    _finish(fig, f"{af.name}: answers per round (one ridge per round, round 1 on top; red: mean)")
-    return fig
+    return ridges(frame, "v", rounds, facets.condition_ids, facets.labels, edges, 4, (0.45, 0.8), af.name,
+                  f"{af.name}: answers per round (one ridge per round, round 1 on top; red: mean)")
 
 
 def field_means(run: RunData | PathLike, fields: Sequence[AnswerField], facets: Facets | None = None) -> Figure:

@@ -104,12 +104,23 @@ def histograms_by_round(run: RunData | PathLike, condition_id: str | None = None
     lo, hi = float(run.conditions["lo"].min()), float(run.conditions["hi"].max())
     edges = np.linspace(lo, hi, bins + 1)
     per_row = len(facets.colors) if facets.hue and len(facets.colors) <= 6 else 4
+    return ridges(frame, "value", rounds, conditions, facets.labels, edges, per_row, (0.5, 0.6), "guess",
+                  "Guesses per round (one ridge per round, round 1 on top; red: mean)")
+
+
+def ridges(frame: pd.DataFrame, column: str, rounds: list, conditions: list[str], labels: dict[str, str],
+           edges: np.ndarray, per_row: int, size: tuple[float, float], xlabel: str, title: str) -> Figure:
+    """One panel per condition (titled with its label); inside it one ridge per round, round 1 on
+    top, each the histogram of that round's ``column`` over ``edges`` scaled to its own peak; red
+    tick: the mean. ``size``: inches per round and fixed inches of a panel when one or two
+    panels take the page's width."""
     wide = len(conditions) <= 2  # one or two panels: use the page's width
-    fig, axes = _grid(len(conditions), per_row, 5.0 if wide else 2.7, (0.5 if wide else 0.3) * len(rounds) + 0.6,
+    per_round, pad = size
+    fig, axes = _grid(len(conditions), per_row, 5.0 if wide else 2.7, (per_round if wide else 0.3) * len(rounds) + pad,
                       sharex=True, sharey=True)
     cmap = plt.get_cmap("Blues")
     shades = [cmap(x) for x in np.linspace(0.45, 0.95, max(len(rounds), 1))]
-    groups = {key: g.to_numpy() for key, g in frame.groupby(["condition_id", "round"], observed=True)["value"]}
+    groups = {key: g.to_numpy() for key, g in frame.groupby(["condition_id", "round"], observed=True)[column]}
     for ax, cond in zip(axes, conditions):
         for j, rnd in enumerate(rounds):
             values = groups.get((cond, rnd), np.array([]))
@@ -120,12 +131,12 @@ def histograms_by_round(run: RunData | PathLike, condition_id: str | None = None
             if values.size:
                 ax.plot([values.mean()] * 2, [base, base + 0.9], color="#c44e52", lw=1)
         ax.set_yticks(np.arange(len(rounds)) + 0.3, [f"r{r}" for r in reversed(rounds)], fontsize=7)
-        ax.set_title(facets.labels[cond], fontsize=8)
+        ax.set_title(labels[cond], fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlim(lo, hi)
+        ax.set_xlim(edges[0], edges[-1])
     for ax in axes[-min(per_row, len(axes)):]:
-        ax.set_xlabel("guess", fontsize=8)
-    _finish(fig, "Guesses per round (one ridge per round, round 1 on top; red: mean)")
+        ax.set_xlabel(xlabel, fontsize=8)
+    _finish(fig, title)
     return fig
 
 
