@@ -26,7 +26,7 @@ with a seeded bootstrap 95 % interval (answers resampled, the human distribution
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -110,6 +110,20 @@ def _values(run: RunData, af: AnswerField) -> pd.DataFrame:
     return frame[pd.notna(frame["v"])]
 
 
+def _answers_reader(run: RunData, fields: dict[str, AnswerField]) -> Callable[[str, pd.Series], pd.DataFrame]:
+    """``answers_of(field name, condition row)``: that field's valid answers in one condition of the
+    run. Each field is read from the decisions once, however many conditions ask for it."""
+    read: dict[str, pd.DataFrame] = {}
+
+    def answers_of(name: str, cond: pd.Series) -> pd.DataFrame:
+        if name not in read:
+            read[name] = _values(run, fields[name])
+        values = read[name]
+        return values[(values["run_id"] == cond["run_id"]) & (values["condition_id"] == cond["condition_id"])]
+
+    return answers_of
+
+
 def _matching(reference: pd.DataFrame, game: str | None, fields: dict[str, AnswerField]) -> pd.DataFrame:
     ref = reference[(reference["game"] == game) & reference["field"].isin(list(fields))]
     return ref.reset_index(drop=True)
@@ -122,6 +136,7 @@ def field_fidelity(run: RunData | PathLike, reference: pd.DataFrame | None = Non
     run = as_run(run)
     reference = field_reference() if reference is None else reference
     fields = {f.name: f for f in answer_fields(run, include_text=False)}
+    answers_of = _answers_reader(run, fields)
     rows: list[dict] = []
     for _, cond in condition_parameters(run).iterrows():
         ref = _matching(reference, cond["game"], fields)
@@ -129,8 +144,7 @@ def field_fidelity(run: RunData | PathLike, reference: pd.DataFrame | None = Non
             continue
         for name, rows_of_field in ref.groupby("field", sort=False):
             af = fields[name]
-            values = _values(run, af)
-            values = values[(values["run_id"] == cond["run_id"]) & (values["condition_id"] == cond["condition_id"])]
+            values = answers_of(name, cond)
             for rnd, answers in values.groupby("round", sort=True):
                 for _, ref_row in rows_of_field.iterrows():
                     if pd.notna(ref_row["round"]) and int(ref_row["round"]) != int(rnd):
@@ -240,6 +254,7 @@ def field_distances(run: RunData | PathLike, reference: pd.DataFrame | None = No
     run = as_run(run)
     reference = field_reference() if reference is None else reference
     fields = {f.name: f for f in answer_fields(run, include_text=False)}
+    answers_of = _answers_reader(run, fields)
     rows: list[dict] = []
     for _, cond in condition_parameters(run).iterrows():
         ref = _matching(reference, cond["game"], fields)
@@ -260,8 +275,7 @@ def field_distances(run: RunData | PathLike, reference: pd.DataFrame | None = No
             support, labels = _support(af, dist["statistic"].astype(str).tolist())
             if support is None:
                 continue
-            values = _values(run, af)
-            values = values[(values["run_id"] == cond["run_id"]) & (values["condition_id"] == cond["condition_id"])]
+            values = answers_of(name, cond)
             for rnd, answers in values.groupby("round", sort=True):
                 if ref_round != -1 and int(ref_round) != int(rnd):
                     continue
