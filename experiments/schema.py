@@ -14,16 +14,27 @@ import pyarrow as pa
 # (the prompt audit trail; null in older runs and for backends that take no prompts).
 SCHEMA_VERSION = 3
 
+
+def _key_fields(step: pa.Field, seed: pa.Field) -> list[pa.Field]:
+    """The key columns every per-agent row starts with (``shard_step.key_columns`` builds their
+    values): run, condition, replicate, ``step`` (the round, or the round an interview follows),
+    shard, agent, group, model, ``seed``."""
+    return [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("condition_id", pa.string(), nullable=False),
+        pa.field("replicate", pa.int32(), nullable=False),
+        step,
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("agent_id", pa.int64(), nullable=False),
+        pa.field("group", pa.int32(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        seed,
+    ]
+
+
 DECISIONS_FIELDS: list[pa.Field] = [
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("condition_id", pa.string(), nullable=False),
-    pa.field("replicate", pa.int32(), nullable=False),
-    pa.field("round", pa.int32(), nullable=False, metadata={"meaning": "1-based"}),
-    pa.field("shard", pa.int32(), nullable=False),
-    pa.field("agent_id", pa.int64(), nullable=False),
-    pa.field("group", pa.int32(), nullable=False),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("seed", pa.int64(), nullable=False),
+    *_key_fields(pa.field("round", pa.int32(), nullable=False, metadata={"meaning": "1-based"}),
+                 pa.field("seed", pa.int64(), nullable=False)),
     pa.field("text", pa.string(), metadata={"meaning": "raw answer text as returned"}),
     pa.field("value", pa.float64(), metadata={"meaning": "parsed answer; null when unparseable"}),
     pa.field("valid", pa.bool_(), nullable=False),
@@ -153,16 +164,10 @@ def messages_schema() -> pa.Schema:
 # replicate, shard), in interviews/<condition>/replicate-<r>/shard-<s>.parquet; the typed
 # ``answer_<field>`` columns of the interview's fields and ``answer_errors`` follow ``prompt_hash``.
 INTERVIEW_FIELDS: list[pa.Field] = [
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("condition_id", pa.string(), nullable=False),
-    pa.field("replicate", pa.int32(), nullable=False),
-    pa.field("after_round", pa.int32(), nullable=False, metadata={"meaning": "the interview follows this round"}),
-    pa.field("shard", pa.int32(), nullable=False),
-    pa.field("agent_id", pa.int64(), nullable=False),
-    pa.field("group", pa.int32(), nullable=False),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("seed", pa.int64(), nullable=False,
-             metadata={"meaning": "from (run seed, condition, replicate, agent, 'interview')"}),
+    *_key_fields(pa.field("after_round", pa.int32(), nullable=False,
+                          metadata={"meaning": "the interview follows this round"}),
+                 pa.field("seed", pa.int64(), nullable=False,
+                          metadata={"meaning": "from (run seed, condition, replicate, agent, 'interview')"})),
     pa.field("text", pa.string(), metadata={"meaning": "raw answer text as returned"}),
     pa.field("valid", pa.bool_(), nullable=False),
     pa.field("error", pa.string(), metadata={"meaning": "null when valid; else the first cause (as decisions), "
